@@ -124,13 +124,15 @@ async function shutdown(signal: string): Promise<void> {
   clearInterval(reaper);
   logger.info({ signal }, 'shutting down');
   const drained = new Promise<void>((resolve) => client.close(() => resolve()));
-  client.closeIdleConnections();
+  // A keep-alive connection turns idle when its last exchange ends: close it then, not at the deadline.
+  const sweeper = setInterval(() => client.closeIdleConnections(), 100);
   const timer = setTimeout(() => {
     client.closeAllConnections();
     proxy.close();
   }, config.SHUTDOWN_TIMEOUT_S * 1000);
   await drained;
   clearTimeout(timer);
+  clearInterval(sweeper);
   proxy.close();
   await backend.stop();
   admin.close();

@@ -66,11 +66,18 @@ export function createProxy(options: ProxyOptions) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 1024, scheduling: 'lifo' });
   const proxy = createProxyServer({ agent, ws: true, xfwd: false });
   const started = new WeakMap<http.IncomingMessage, { at: bigint; target: ProxyTarget }>();
+  /** The upstream request of each client request, or 'cut' when it must die as soon as it exists. */
+  const upstreamOf = new WeakMap<http.IncomingMessage, http.ClientRequest | 'cut'>();
   const cookiePrefix = `${options.sessionCookie}=`;
   /** Upgraded client sockets: the HTTP server no longer tracks them, so close() must. */
   const upgraded = new Set<Duplex>();
 
-  proxy.on('proxyReq', (proxyReq) => {
+  proxy.on('proxyReq', (proxyReq, req) => {
+    if (upstreamOf.get(req) === 'cut') {
+      proxyReq.destroy();
+      return;
+    }
+    upstreamOf.set(req, proxyReq);
     proxyReq.setTimeout(options.upstreamTimeoutMs, () => {
       proxyReq.destroy(Object.assign(new Error('upstream timeout'), { code: 'ETIMEDOUT' }));
     });
@@ -123,22 +130,33 @@ export function createProxy(options: ProxyOptions) {
   }
 
   /**
-   * A body without Content-Length is counted as it streams; past the limit the exchange is cut
-   * and the client gets 413 (if nothing was answered yet).
+   * A body without Content-Length is counted as it streams. Past the limit the client gets 413,
+   * the rest of its body is read and dropped (so the connection stays usable), and the upstream
+   * request is destroyed: the worker never acts on a truncated body.
    */
-  function bodyLimiter(res: http.ServerResponse): Transform {
+  function bodyLimiter(req: http.IncomingMessage, res: http.ServerResponse): Transform {
     let seen = 0;
-    return new Transform({
+    const limiter: Transform = new Transform({
       transform(chunk: Buffer, _enc, callback) {
         seen += chunk.length;
-        if (seen > options.maxBodyBytes) {
+        if (seen <= options.maxBodyBytes) return callback(null, chunk);
+        if (!res.headersSent) {
+          metrics.proxyRequests.inc({ code: '413' });
           sendError(res, errors.bodyTooLarge(options.maxBodyBytes));
-          callback(Object.assign(new Error('body too large'), { code: 'EBODYLIMIT' }));
-          return;
         }
-        callback(null, chunk);
+        req.unpipe(limiter);
+        req.resume();
+        cutUpstream(req);
+        callback();
       },
     });
+    return limiter;
+  }
+
+  function cutUpstream(req: http.IncomingMessage): void {
+    const upstream = upstreamOf.get(req);
+    if (upstream && upstream !== 'cut') upstream.destroy();
+    else upstreamOf.set(req, 'cut');
   }
 
   function web(req: http.IncomingMessage, res: http.ServerResponse, target: ProxyTarget): void {
@@ -152,8 +170,8 @@ export function createProxy(options: ProxyOptions) {
     const declared = req.headers['content-length'];
     if (declared !== undefined && Number(declared) > options.maxBodyBytes) {
       metrics.proxyRequests.inc({ code: '413' });
-      res.setHeader('connection', 'close');
       sendError(res, errors.bodyTooLarge(options.maxBodyBytes));
+      req.resume();
       return;
     }
     rewriteHeaders(req, false);
@@ -161,12 +179,12 @@ export function createProxy(options: ProxyOptions) {
     started.set(req, { at: process.hrtime.bigint(), target });
     let buffer: Transform | undefined;
     if (declared === undefined && req.headers['transfer-encoding'] !== undefined) {
-      buffer = bodyLimiter(res);
+      buffer = bodyLimiter(req, res);
       req.pipe(buffer);
     }
     proxy.web(req, res, { target: { host: target.endpoint.host, port: target.endpoint.port }, ...(buffer ? { buffer } : {}) }, (err) => {
       const e = err as NodeJS.ErrnoException;
-      if (e.code === 'EBODYLIMIT') return;
+      if (res.writableEnded) return;
       if (res.headersSent) {
         res.destroy();
         return;
