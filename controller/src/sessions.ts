@@ -200,9 +200,7 @@ export class Sessions {
 
   /** Sessions with a live worker, as the backend reports them. */
   count(): number {
-    let n = 0;
-    for (const _ of this.backend.sessions()) n++;
-    return n;
+    return [...this.backend.sessions()].length;
   }
 
   private lastActivity(s: SessionWorker): number {
