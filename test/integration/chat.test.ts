@@ -12,7 +12,7 @@ describe('a fresh clone', () => {
       await waitWarm(c, 3);
       const id = await createSession(c);
       const { reply, turn } = await chat(c, id, 'hello warm pool');
-      assert.ok(reply.length > 0);
+      assert.ok(reply.length > 0, 'reply.length > 0');
       assert.equal(turn, 1);
     } finally {
       await c.stop();
@@ -72,7 +72,7 @@ describe('sessions on the local backend', () => {
     // Each token was its own read: nothing between the worker and the client held them back.
     const readsWithToken = reads.filter((r) => r.includes('"token"'));
     assert.equal(readsWithToken.length, tokens.length);
-    assert.ok(reads.at(-1)?.includes('[DONE]'));
+    assert.ok(reads.at(-1)?.includes('[DONE]'), 'reads.at(-1)?.includes(\'[DONE]\')');
     const final = /data: (\{"reply".*?\})\n\n/.exec(all);
     assert.equal((JSON.parse(final?.[1] as string) as { reply: string }).reply, tokens.join(''));
   });
@@ -103,9 +103,9 @@ describe('sessions on the local backend', () => {
     const first = await fetch(`${c.base}/chat`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ message: 'one' }) });
     assert.equal(first.status, 200);
     const id = first.headers.get('x-session-id');
-    assert.ok(id);
+    assert.ok(id, 'id');
     const cookie = first.headers.getSetCookie().find((v) => v.startsWith('warmpool_session='));
-    assert.ok(cookie?.includes(id));
+    assert.ok(cookie?.includes(id), 'cookie?.includes(id)');
     assert.equal(((await first.json()) as { turn: number }).turn, 1);
 
     const byCookie = await fetch(`${c.base}/chat`, { method: 'POST', headers: { cookie: `other=1; warmpool_session=${id}` }, body: JSON.stringify({ message: 'two' }) });

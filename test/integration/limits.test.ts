@@ -38,7 +38,7 @@ describe('pressure', () => {
       const second = await fetch(`${c.base}/sessions`, { method: 'POST' });
       assert.equal(second.status, 503);
       assert.equal(((await second.json()) as { error: string }).error, 'claim_queue_full');
-      assert.ok(second.headers.get('retry-after'));
+      assert.ok(second.headers.get('retry-after'), 'second.headers.get(\'retry-after\')');
       assert.equal((await first).status, 503);
     } finally {
       await c.stop();
@@ -149,7 +149,8 @@ describe('bad input', () => {
       const unauthorized = await fetch(`${c.base}/sessions`, { method: 'POST', headers: { authorization: 'Bearer wrong-token-wrong-token' } });
       assert.equal(unauthorized.status, 401);
       await fetch(`${c.base}/sessions/${id}`, { method: 'DELETE' });
-      assert.ok(c.output.some((l) => l.includes('session ended')));
+      await eventually('the end to be logged', () => c.output.some((l) => l.includes('session ended')) || undefined);
+      await c.stop();
       assert.ok(!c.output.some((l) => l.includes(id)), 'the token is in no log line');
       assert.ok(!c.output.some((l) => l.includes('test-api-token-0123456789')), 'the API token is in no log line');
     } finally {
@@ -172,7 +173,7 @@ describe('admin port', () => {
       assert.match(metrics, /^warmpool_claims_total\{result="claimed"\} 1$/m);
       assert.match(metrics, /^warmpool_sessions_active 1$/m);
       assert.match(metrics, /^warmpool_proxy_requests_total\{code="200"\} 1$/m);
-      assert.ok(!metrics.includes(id));
+      assert.ok(!metrics.includes(id), '!metrics.includes(id)');
       assert.equal((await fetch(`${c.admin}/healthz`)).status, 200);
       assert.equal((await fetch(`${c.admin}/readyz`)).status, 200);
       const pool = (await (await fetch(`${c.admin}/pool`)).json()) as Record<string, unknown>;

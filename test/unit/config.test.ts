@@ -7,7 +7,7 @@ function errorFor(env: Record<string, string>, readFile?: (p: string) => string)
   try {
     parseConfig(env, readFile);
   } catch (err) {
-    assert.ok(err instanceof ConfigError);
+    assert.ok(err instanceof ConfigError, 'err instanceof ConfigError');
     return err;
   }
   assert.fail('expected a ConfigError');
@@ -23,8 +23,8 @@ describe('configuration', () => {
     assert.deepEqual(c.POOL_SELECTOR, { 'app.kubernetes.io/name': 'chatbot-worker' });
     assert.equal(c.AUTO_SESSION, true);
     assert.deepEqual(c.API_TOKENS, []);
-    assert.ok(Object.isFrozen(c));
-    assert.ok(Object.isFrozen(c.POOL_SELECTOR));
+    assert.ok(Object.isFrozen(c), 'Object.isFrozen(c)');
+    assert.ok(Object.isFrozen(c.POOL_SELECTOR), 'Object.isFrozen(c.POOL_SELECTOR)');
   });
 
   test('when values are set, then they are parsed to their types', () => {
@@ -45,7 +45,7 @@ describe('configuration', () => {
     for (const [name, value] of cases) {
       const err = errorFor({ [name]: value });
       assert.equal(err.variable, name, `${name}=${value}`);
-      assert.ok(err.message.startsWith(`${name}:`));
+      assert.ok(err.message.startsWith(`${name}:`), 'err.message.startsWith(`${name}:`)');
     }
   });
 

@@ -11,7 +11,7 @@ describe('reference model', () => {
 
   test('when asked, then the reply is made of corpus words and starts from a word of the message when it can', () => {
     const tokens = model.reply('workers', 1);
-    assert.ok(tokens.length > 0);
+    assert.ok(tokens.length > 0, 'tokens.length > 0');
     assert.equal(tokens[0], 'Workers');
     for (const t of tokens.join('').toLowerCase().match(/[a-z]+/g) ?? []) {
       assert.ok(['the', 'pool', 'keeps', 'workers', 'warm', 'worker', 'answers', 'at', 'once'].includes(t), t);

@@ -7,7 +7,7 @@ describe('session tokens', () => {
     const tokens = new Set(Array.from({ length: 1000 }, newSessionToken));
     assert.equal(tokens.size, 1000);
     for (const t of tokens) {
-      assert.ok(isWellFormedToken(t));
+      assert.ok(isWellFormedToken(t), 'isWellFormedToken(t)');
       assert.equal(Buffer.from(t, 'base64url').length, 16);
     }
   });
