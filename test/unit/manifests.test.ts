@@ -58,6 +58,8 @@ interface K8sObject {
   };
   // ConfigMap
   data?: Record<string, string>;
+  // ServiceAccount
+  automountServiceAccountToken?: boolean;
   // Role, RoleBinding
   rules?: { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[];
   roleRef?: { kind: string; name: string };
@@ -169,7 +171,7 @@ describe('k8s manifests', () => {
     const expected = [
       'Namespace/warmpool', 'ServiceAccount/warmpool-controller', 'Role/warmpool-controller', 'RoleBinding/warmpool-controller',
       'ConfigMap/warmpool-config', 'Deployment/warmpool-controller', 'Service/warmpool', 'PodDisruptionBudget/warmpool-controller',
-      'Deployment/chatbot-worker', 'NetworkPolicy/chatbot-worker', 'NetworkPolicy/warmpool-controller',
+      'ServiceAccount/chatbot-worker', 'Deployment/chatbot-worker', 'NetworkPolicy/chatbot-worker', 'NetworkPolicy/warmpool-controller',
     ];
     assert.deepEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), expected.sort());
     assert.equal(pool.metadata.name, setting('POOL_DEPLOYMENT'), 'the pool Deployment is the one the controller scales');
@@ -277,6 +279,8 @@ describe('k8s manifests', () => {
     assert.ok(!matches({ matchLabels: poolSelector }, controller.spec?.template?.metadata.labels ?? {}), 'controller pods are never taken for pool pods');
     assert.equal(pool.spec?.replicas, Number(setting('POOL_SIZE')), 'replicas = POOL_SIZE, so an apply does not fight the controller');
     assert.equal(pool.spec?.strategy?.rollingUpdate?.maxUnavailable, 0, 'a rollout never takes a warm pod away before its replacement is ready');
+    assert.equal(spec.serviceAccountName, 'chatbot-worker', 'workers have an identity of their own, created in the same apply');
+    assert.equal(find('ServiceAccount', 'chatbot-worker').automountServiceAccountToken, false, 'no token by default either');
     assert.equal(spec.automountServiceAccountToken, false);
     assert.equal(c.image, 'warmpool/chatbot-worker');
     const port = Number(setting('WORKER_PORT'));
