@@ -22,14 +22,10 @@ export interface Stage {
   root: string;
   workdir: string;
   env: Record<string, string>;
-  user: string | undefined;
-  exposed: string[];
   cmd: string[] | undefined;
-  /** FROM's image reference, with build arguments resolved. */
-  base: string;
 }
 
-/** Finished stages keyed by their exact text, so a stage shared by two Dockerfiles is run once (as a layer cache would). */
+/** Finished stages keyed by their text and that of the stages before them, so a stage two Dockerfiles share runs once (as a layer cache would). */
 export type StageCache = Map<string, Stage>;
 
 /** The `.dockerignore` rules of `dir` as a predicate on context-relative paths (`/`-separated). */
@@ -151,15 +147,14 @@ function copy(stage: Stage, ins: Copy, context: string, stages: Stage[]): void {
 
 async function runStage(from: From, body: Instruction[], buildArgs: Record<string, string>, context: string, stages: Stage[]): Promise<Stage> {
   const base = (from.getImage() ?? '').replace(/\$\{(\w+)\}|\$(\w+)/g, (_m, a?: string, b?: string) => buildArgs[(a ?? b) as string] ?? '');
+  // A base image's files come from the host; a stage built on an earlier stage would need its files.
+  if (stages.some((s) => s.name === base)) throw new Error(`FROM ${base}: stages built on stages are not understood by the test runner`);
   const stage: Stage = {
     name: from.getBuildStage(),
     root: mkdtempSync(path.join(os.tmpdir(), 'warmpool-stage-')),
     workdir: '/',
     env: {},
-    user: undefined,
-    exposed: [],
     cmd: undefined,
-    base,
   };
   for (const ins of body) {
     switch (ins.getKeyword()) {
@@ -179,11 +174,9 @@ async function runStage(from: From, body: Instruction[], buildArgs: Record<strin
         await run(command, path.join(stage.root, stage.workdir), runEnv(stage));
         break;
       }
+      // Metadata only: dockerfiles.test.ts checks it; the commands here run as this test's user.
       case 'USER':
-        stage.user = ins.getArgumentsContent() ?? undefined;
-        break;
       case 'EXPOSE':
-        stage.exposed.push(...ins.getArguments().map((a) => a.getValue()));
         break;
       case 'CMD': {
         const json = (ins as JSONInstruction).getJSONStrings().map((s) => s.getJSONValue());
