@@ -68,7 +68,11 @@ export class Sessions {
     private readonly logger: Logger,
     private readonly now: () => number = Date.now,
   ) {
-    backend.onLost((hash, worker, why) => {
+    backend.onGone((hash, worker, kind, why) => {
+      if (kind === 'ended') {
+        this.forget(hash, 'session_ended');
+        return;
+      }
       this.forget(hash, 'session_lost');
       this.metrics.sessionsEnded.inc({ reason: 'lost' });
       this.logger.warn({ session: hash.slice(0, 12), worker, why }, 'session lost');
@@ -207,10 +211,26 @@ export class Sessions {
     return Math.max(s.lastActivity, this.activity.get(s.hash)?.last ?? 0);
   }
 
+  /**
+   * The tombstone goes first, so a request racing the release already answers 410; it is taken
+   * back when the backend did not end the session after all.
+   */
   private async finish(worker: SessionWorker, reason: EndReason): Promise<void> {
+    const activity = this.activity.get(worker.hash);
     this.forget(worker.hash, 'session_ended');
-    await this.backend.release(worker.hash, reason);
-    this.publish();
+    let ended: boolean;
+    try {
+      ended = await this.backend.release(worker.hash, reason);
+    } finally {
+      this.publish();
+    }
+    if (!ended) {
+      if (this.backend.lookup(worker.hash)) {
+        this.gone.delete(worker.hash);
+        if (activity) this.activity.set(worker.hash, activity);
+      }
+      return;
+    }
     this.metrics.sessionsEnded.inc({ reason });
     this.logger.info({ session: worker.hash.slice(0, 12), worker: worker.worker, reason }, 'session ended');
   }
