@@ -128,9 +128,12 @@ export class Kube {
     this.agent.destroy();
   }
 
-  private open(method: string, path: string, contentType: string | undefined, signal?: AbortSignal) {
-    const headers: Record<string, string> = { Accept: 'application/json' };
+  private open(method: string, path: string, body: string | undefined, contentType: string | undefined, signal?: AbortSignal) {
+    const headers: Record<string, string | number> = { Accept: 'application/json' };
     if (contentType) headers['Content-Type'] = contentType;
+    // Explicit, because Node sends a DELETE body neither chunked nor with a length: the API
+    // server would read it as the next request on the kept-alive connection.
+    if (body !== undefined) headers['Content-Length'] = Buffer.byteLength(body);
     if (this.creds.token) headers.Authorization = `Bearer ${this.creds.token}`;
     return https.request({
       agent: this.agent,
@@ -145,8 +148,9 @@ export class Kube {
 
   /** One request; resolves to the decoded body, rejects with ApiError on a non-2xx status. */
   request<T = Json>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+    const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
     return new Promise<T>((resolve, reject) => {
-      const req = this.open(method, path, body === undefined ? undefined : contentType);
+      const req = this.open(method, path, payload, payload === undefined ? undefined : contentType);
       req.setTimeout(30_000, () => req.destroy(new Error(`${method} ${path}: timed out`)));
       req.on('error', reject);
       req.on('response', (res) => {
@@ -167,7 +171,7 @@ export class Kube {
           reject(new ApiError(status, st.reason ?? '', `${method} ${path}: ${status} ${st.message ?? text}`));
         });
       });
-      req.end(body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body));
+      req.end(payload);
     });
   }
 
@@ -196,7 +200,7 @@ export class Kube {
     const sep = path.includes('?') ? '&' : '?';
     const url = `${path}${sep}watch=1&allowWatchBookmarks=true&resourceVersion=${encodeURIComponent(resourceVersion)}`;
     return new Promise<void>((resolve, reject) => {
-      const req = this.open('GET', url, undefined, signal);
+      const req = this.open('GET', url, undefined, undefined, signal);
       req.on('error', (err) => (signal.aborted ? resolve() : reject(err)));
       req.on('response', (res) => {
         if (res.statusCode !== 200) {
