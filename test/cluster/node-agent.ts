@@ -595,7 +595,8 @@ class PodWorker {
   async terminate(): Promise<void> {
     if (this.terminating) return;
     this.terminating = true;
-    const graceMs = (this.pod.metadata.deletionGracePeriodSeconds ?? 30) * 1000;
+    // kubelet gives every container at least 2 s, even on a forced delete.
+    const graceMs = Math.max(this.pod.metadata.deletionGracePeriodSeconds ?? 30, 2) * 1000;
     log(`${this.key}: deleting, grace ${graceMs / 1000}s`);
     await Promise.all(this.containers.map((c) => c.kill(graceMs)));
     this.changed();

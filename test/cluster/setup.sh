@@ -25,7 +25,8 @@ if [ "$missing" = 0 ]; then
   exit 0
 fi
 
-command -v go >/dev/null 2>&1 || { echo "setup: go not found (expected /usr/local/go/bin on PATH)" >&2; exit 1; }
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then PATH="/usr/local/go/bin:$PATH"; fi
+command -v go >/dev/null 2>&1 || { echo "setup: go not found (looked on PATH and in /usr/local/go/bin)" >&2; exit 1; }
 echo "setup: building Kubernetes $K8S_VERSION binaries into $K8S_BIN_DIR (cold: tens of minutes)" >&2
 start=$(date +%s)
 tmp="$K8S_BIN_DIR.tmp.$$"
@@ -38,9 +39,10 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 pkgs=()
 for b in $K8S_BINARIES; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
-# GOFLAGS=-mod=readonly: the committed go.sum is the whole list of what may be
-# downloaded; a build that wants more fails instead of widening it silently.
-(cd "$here/k8s" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=readonly \
+# -mod=readonly: the committed go.sum is the whole list of what may be downloaded; a
+# build that wants more fails instead of widening it silently. -buildvcs=false: the
+# binaries are stamped with the Kubernetes release, not with this repository's commit.
+(cd "$here/k8s" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" \
   go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}")
 mkdir -p "$(dirname "$K8S_BIN_DIR")"
 rm -rf "$K8S_BIN_DIR"
