@@ -12,6 +12,7 @@
  * crashed run by that mark and end them by pid, never by name.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -22,8 +23,17 @@ import { clusterDir, clusterHarnessDir as here, kubeconfigPath, logDir as logs, 
 const statePath = join(clusterDir, 'state.json');
 const pki = join(clusterDir, 'pki');
 
-/** First octet-3 of the per-node pod ranges: node i gets 127.0.(NODE_NET_BASE+i).0/24. */
-const NODE_NET_BASE = 10;
+/**
+ * Third octet of the first Node's pod range: Node i gets 127.0.(base+i).0/24. It is derived
+ * from the checkout's path (10..209), so clusters of two checkouts on one machine (worktrees,
+ * CI beside a developer) do not hand out the same pod IPs; WARMPOOL_CLUSTER_NET overrides it.
+ */
+function nodeNetBase(nodeCount: number): number {
+  const fixed = process.env.WARMPOOL_CLUSTER_NET;
+  const base = fixed ? Number(fixed) : 10 + (createHash('sha256').update(clusterDir).digest().readUInt32BE(0) % 200);
+  if (!Number.isInteger(base) || base < 1 || base + nodeCount > 255) throw new Error(`WARMPOOL_CLUSTER_NET must leave room for ${nodeCount} /24s below 127.0.255.0`);
+  return base;
+}
 
 interface State {
   apiserverPort: number;
@@ -167,6 +177,7 @@ async function up(): Promise<void> {
   const nodeCount = Number(process.env.WARMPOOL_CLUSTER_NODES ?? '1');
   if (!Number.isInteger(nodeCount) || nodeCount < 1 || nodeCount > 100) throw new Error('WARMPOOL_CLUSTER_NODES must be 1..100');
   const nodes = Array.from({ length: nodeCount }, (_, i) => `warmpool-node-${i + 1}`);
+  const netBase = nodeNetBase(nodes.length);
   makePki(nodes);
 
   const [etcdPort, etcdPeerPort, apiPort] = [await freePort(), await freePort(), await freePort()];
@@ -239,7 +250,7 @@ async function up(): Promise<void> {
   nodes.forEach((node, i) => {
     const cfg = join(clusterDir, `${node}.kubeconfig`);
     writeKubeconfig(cfg, server, `node-${node}`);
-    start(state, node, tsx, [join(here, 'node-agent.ts'), `--node=${node}`, `--net=127.0.${NODE_NET_BASE + i}`, `--kubeconfig=${cfg}`]);
+    start(state, node, tsx, [join(here, 'node-agent.ts'), `--node=${node}`, `--net=127.0.${netBase + i}`, `--kubeconfig=${cfg}`]);
   });
 
   await waitFor('the default ServiceAccount (controller manager)', 60_000, state, async () =>

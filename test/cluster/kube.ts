@@ -124,6 +124,10 @@ export class Kube {
     return this.base;
   }
 
+  get caPem(): string {
+    return this.creds.ca;
+  }
+
   close(): void {
     this.agent.destroy();
   }
@@ -236,3 +240,17 @@ export class Kube {
 export const isNotFound = (err: unknown): boolean => err instanceof ApiError && err.code === 404;
 export const isConflict = (err: unknown): boolean => err instanceof ApiError && err.code === 409;
 export const isAlreadyExists = (err: unknown): boolean => err instanceof ApiError && err.code === 409 && err.reason === 'AlreadyExists';
+
+/**
+ * A kubeconfig (JSON text) for a ServiceAccount, with a token from the TokenRequest API.
+ * A client run with it gets exactly what RBAC grants that ServiceAccount, which is how the
+ * tests hold a process to the roles in k8s/.
+ */
+export async function serviceAccountKubeconfig(admin: Kube, namespace: string, name: string, expirationSeconds = 3600): Promise<string> {
+  const res = await admin.create<{ status: { token: string } }>(`/api/v1/namespaces/${namespace}/serviceaccounts/${name}/token`, {
+    apiVersion: 'authentication.k8s.io/v1',
+    kind: 'TokenRequest',
+    spec: { expirationSeconds },
+  });
+  return kubeconfigJson(admin.server.origin, admin.caPem, { token: res.status.token }, `${namespace}-${name}`);
+}

@@ -7,9 +7,9 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { isAlreadyExists, isNotFound, Kube, type ObjectMeta } from './kube.js';
 import { kubeconfigPath } from './paths.js';
+import { waitUntil } from './wait.js';
 
 const NS = 'warmpool';
 const POOL = 'chatbot-worker';
@@ -23,22 +23,6 @@ interface Pod {
     conditions?: { type: string; status: string }[];
     containerStatuses?: { containerID?: string }[];
   };
-}
-
-/** Waits for `probe` to return a value; the deadline is generous, it guards against hangs only. */
-async function waitUntil<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(250);
-  }
-  throw new Error(`timed out waiting until ${what}${last ? ` (last error: ${String(last)})` : ''}`);
 }
 
 const isReady = (p: Pod): boolean =>
