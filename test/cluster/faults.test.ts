@@ -35,7 +35,7 @@ async function stopApiServer(): Promise<() => Promise<void>> {
     const eq = kv.indexOf('=');
     return [kv.slice(0, eq), kv.slice(eq + 1)];
   }));
-  process.kill(-entry.pid, 'SIGTERM');
+  process.kill(-entry.pid, 'SIGKILL');
   await waitUntil('the API server exits', async () => {
     try {
       process.kill(entry.pid, 0);
@@ -61,7 +61,7 @@ describe('kubernetes backend under races and faults', () => {
   });
   after(() => f.teardown());
 
-  test('when three replicas take many concurrent claims, then no pod ever serves two sessions', async () => {
+  test('when three replicas take many concurrent claims, then no pod ever serves two sessions', async (t) => {
     const size = 20;
     const replicas = [
       await f.controller('race-a', { POOL_SIZE: String(size), CLAIM_TIMEOUT_MS: '4000', MAX_SESSIONS_PER_CLIENT: '1000' }),
@@ -85,6 +85,7 @@ describe('kubernetes backend under races and faults', () => {
     assert.equal((await f.claimed()).length, ids.length, 'claimed pods = successful claims');
     const totalConflicts = (await Promise.all(replicas.map(conflicts))).reduce((a, b) => a + b, 0);
     assert.ok(totalConflicts > 0, 'racing replicas met conflicts, and each one was counted');
+    t.diagnostic(`${results.length} concurrent claims over 3 replicas, ${size} warm pods: ${ids.length} claimed, ${failures.length} answered 503, ${totalConflicts} conflicts`);
     await Promise.all(ids.map((id, i) => fetch(`${(replicas[i % 3] as Controller).base}/sessions/${id}`, { method: 'DELETE' })));
     await waitUntil('every claimed pod is deleted', async () => ((await f.claimed()).length === 0 ? true : undefined), 120_000);
     await f.stopAll();
@@ -96,10 +97,6 @@ describe('kubernetes backend under races and faults', () => {
     const id = await createSession(c);
     const restart = await stopApiServer();
     try {
-      await waitUntil('the replica notices', async () => {
-        const pool = (await (await fetch(`${c.admin}/metrics`)).text());
-        return /warmpool_kube_requests_total\{verb="list",code="error"\}/.test(pool) || (await fetch(`${c.base}/sessions`, { method: 'POST', signal: AbortSignal.timeout(15_000) })).status === 503 ? true : undefined;
-      }, 30_000);
       assert.equal((await chat(c, id, 'while the API server is away')).status, 200, 'an existing session routes from the cache');
       const claim = await fetch(`${c.base}/sessions`, { method: 'POST', signal: AbortSignal.timeout(10_000) });
       assert.equal(claim.status, 503);
