@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { createSession, type Controller } from '../integration/harness.js';
+import { alive, createSession, type Controller } from '../integration/harness.js';
 import { poolFixture, type Pod, type PoolFixture } from './fixture.js';
 import { clusterDir, kubeconfigPath, logDir } from './paths.js';
 import { waitUntil } from './wait.js';
@@ -36,14 +36,7 @@ async function stopApiServer(): Promise<() => Promise<void>> {
     return [kv.slice(0, eq), kv.slice(eq + 1)];
   }));
   process.kill(-entry.pid, 'SIGKILL');
-  await waitUntil('the API server exits', async () => {
-    try {
-      process.kill(entry.pid, 0);
-      return undefined;
-    } catch {
-      return true;
-    }
-  }, 30_000);
+  await waitUntil('the API server exits', async () => (alive(entry.pid) ? undefined : true), 30_000);
   return async () => {
     const out = openSync(join(logDir, 'kube-apiserver.log'), 'a');
     const child = spawn(argv[0] as string, argv.slice(1), { detached: true, stdio: ['ignore', out, out], env });
