@@ -222,7 +222,6 @@ describe('k8s manifests', () => {
       ...['get', 'list', 'watch', 'patch', 'delete'].map((v) => `|pods|${v}|*`),
       ...['get', 'update', 'patch'].map((v) => `apps|deployments/scale|${v}|chatbot-worker`),
       'apps|deployments|get|chatbot-worker',
-      ...['', 'events.k8s.io'].flatMap((g) => ['create', 'patch'].map((v) => `${g}|events|${v}|*`)),
     ];
     assert.deepEqual(granted.sort(), wanted.sort());
     const binding = find('RoleBinding', 'warmpool-controller');
