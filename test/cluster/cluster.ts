@@ -246,11 +246,10 @@ async function up(): Promise<void> {
   );
   start(state, 'kube-scheduler', join(bin, 'kube-scheduler'), [`--config=${schedConfig}`, '--bind-address=127.0.0.1', '--secure-port=0']);
 
-  const tsx = join(repoRoot, 'node_modules', '.bin', 'tsx');
   nodes.forEach((node, i) => {
     const cfg = join(clusterDir, `${node}.kubeconfig`);
     writeKubeconfig(cfg, server, `node-${node}`);
-    start(state, node, tsx, [join(here, 'node-agent.ts'), `--node=${node}`, `--net=127.0.${netBase + i}`, `--kubeconfig=${cfg}`]);
+    start(state, node, process.execPath, ['--import', 'tsx', join(here, 'node-agent.ts'), `--node=${node}`, `--net=127.0.${netBase + i}`, `--kubeconfig=${cfg}`]);
   });
 
   await waitFor('the default ServiceAccount (controller manager)', 60_000, state, async () =>
