@@ -18,6 +18,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiError, Kube, kubeconfigJson } from './kube.js';
+import { createdMountPointsFile, removeMountPoint } from './volumes.js';
 import { clusterDir, clusterHarnessDir as here, kubeconfigPath, logDir as logs, repoRoot } from './paths.js';
 
 const statePath = join(clusterDir, 'state.json');
@@ -315,9 +316,15 @@ async function down(): Promise<void> {
     await sleep(100);
   }
   const left = markedPids();
+  if (existsSync(createdMountPointsFile)) {
+    for (const path of new Set(readFileSync(createdMountPointsFile, 'utf8').split('\n').filter(Boolean))) removeMountPoint(path);
+    rmSync(createdMountPointsFile);
+  }
   if (state?.etcdDataDir) rmSync(state.etcdDataDir, { recursive: true, force: true });
-  rmSync(statePath, { force: true });
-  rmSync(kubeconfigPath, { force: true });
+  // Keys, kubeconfigs and pods' projected tokens go with the cluster; the logs stay for a look.
+  if (existsSync(clusterDir)) {
+    for (const entry of readdirSync(clusterDir)) if (entry !== 'logs') rmSync(join(clusterDir, entry), { recursive: true, force: true });
+  }
   if (left.length > 0) throw new Error(`processes left: ${left.join(' ')}`);
   log('down');
 }

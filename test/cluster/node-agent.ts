@@ -20,6 +20,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isAlreadyExists, isConflict, isNotFound, Kube, type ObjectMeta, type WatchEvent } from './kube.js';
 import { clusterHarnessDir, logDir, repoRoot } from './paths.js';
+import { PodVolumes, withMounts, type Mount, type Volume, type VolumeMount } from './volumes.js';
 
 // ---- the parts of the Pod API this agent reads --------------------------------------------
 
@@ -62,6 +63,7 @@ interface Container {
   envFrom?: EnvFromSource[];
   ports?: { name?: string; containerPort: number }[];
   readinessProbe?: Probe;
+  volumeMounts?: VolumeMount[];
 }
 interface Pod {
   metadata: ObjectMeta;
@@ -70,6 +72,7 @@ interface Pod {
     serviceAccountName?: string;
     restartPolicy?: 'Always' | 'OnFailure' | 'Never';
     containers: Container[];
+    volumes?: Volume[];
   };
   status?: { phase?: string; conditions?: Condition[] };
 }
@@ -225,7 +228,16 @@ class ContainerRunner {
       this.retryTimer = setTimeout(() => void this.start(), 2000);
       return;
     }
-    const [cmd, ...rest] = argv as [string, ...string[]];
+    let mounts: Mount[];
+    try {
+      mounts = this.pod.volumes.mounts(this.spec.volumeMounts);
+    } catch (err) {
+      this.state = { waiting: { reason: 'CreateContainerError', message: errText(err) } };
+      this.pod.changed();
+      this.retryTimer = setTimeout(() => void this.start(), 2000);
+      return;
+    }
+    const [cmd, ...rest] = withMounts(argv, mounts) as [string, ...string[]];
     const logFd = openSync(this.pod.logFile, 'a');
     writeSync(logFd, `--- ${now()} container ${this.spec.name} starting: ${argv.join(' ')}\n`);
     const child = spawn(cmd, rest, { cwd: repoRoot, env, detached: true, stdio: ['ignore', logFd, logFd] });
@@ -399,6 +411,7 @@ class PodWorker {
   readonly containers: ContainerRunner[];
   readonly ip: string;
   readonly logFile: string;
+  readonly volumes: PodVolumes;
   private readonly startTime = now();
   private readonly transitions = new Map<string, { status: string; at: string }>();
   private terminating = false;
@@ -410,6 +423,13 @@ class PodWorker {
     this.ip = ips.take();
     this.logFile = join(logDir, `${pod.metadata.namespace}_${pod.metadata.name}.log`);
     this.containers = pod.spec.containers.map((c) => new ContainerRunner(this, c));
+    const m = pod.metadata;
+    this.volumes = new PodVolumes(
+      kube,
+      { namespace: m.namespace ?? 'default', name: m.name, uid: m.uid, serviceAccountName: pod.spec.serviceAccountName ?? 'default', volumes: pod.spec.volumes ?? [] },
+      (fieldPath) => this.field(fieldPath),
+      (msg) => log(`${this.key}: ${msg}`),
+    );
   }
 
   get key(): string {
@@ -420,9 +440,20 @@ class PodWorker {
     return `/api/v1/namespaces/${this.pod.metadata.namespace}/pods/${this.pod.metadata.name}`;
   }
 
-  start(): void {
+  async start(): Promise<void> {
     log(`${this.key}: admitted, pod IP ${this.ip}`);
     this.changed();
+    // As kubelet: containers start only once every volume could be made (FailedMount otherwise).
+    while (!this.terminating) {
+      try {
+        await this.volumes.prepare();
+        break;
+      } catch (err) {
+        log(`${this.key}: volumes: ${errText(err)}; retrying`);
+        await sleep(2000);
+      }
+    }
+    if (this.terminating) return;
     for (const c of this.containers) void c.start();
   }
 
@@ -621,6 +652,7 @@ class PodWorker {
   private release(): void {
     if (this.released) return;
     this.released = true;
+    this.volumes.close();
     ips.release(this.ip);
     pods.delete(this.pod.metadata.uid);
     log(`${this.key}: done`);
@@ -650,7 +682,7 @@ function observe(pod: Pod): void {
     if (pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return;
     worker = new PodWorker(pod);
     pods.set(pod.metadata.uid, worker);
-    worker.start();
+    void worker.start();
   }
   worker.pod = pod;
   if (pod.metadata.deletionTimestamp) void worker.terminate();
