@@ -13,13 +13,13 @@
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiError, Kube, kubeconfigJson } from './kube.js';
 import { createdMountPointsFile, removeMountPoint } from './volumes.js';
-import { clusterDir, clusterHarnessDir as here, kubeconfigPath, logDir as logs, repoRoot } from './paths.js';
+import { clusterDir, clusterHarnessDir as here, kubeconfigPath, kubectlPath, logDir as logs, repoRoot } from './paths.js';
 
 const statePath = join(clusterDir, 'state.json');
 const pki = join(clusterDir, 'pki');
@@ -219,6 +219,7 @@ async function up(): Promise<void> {
   ]);
   const server = `https://127.0.0.1:${apiPort}`;
   writeKubeconfig(kubeconfigPath, server, 'admin');
+  symlinkSync(join(bin, 'kubectl'), kubectlPath);
   const admin = Kube.fromKubeconfig(kubeconfigPath);
   await waitFor('kube-apiserver /readyz', 60_000, state, async () => ((await admin.get<string>('/readyz')) === 'ok' ? true : undefined));
   const tApi = Date.now();
@@ -270,7 +271,7 @@ async function up(): Promise<void> {
   const s = (ms: number): string => `${(ms / 1000).toFixed(1)}s`;
   log(
     `up in ${s(Date.now() - t0)} (binaries ${s(tBuilt - t0)}, API server ready after ${s(tApi - tBuilt)}, ` +
-      `nodes: ${nodes.join(', ')}). KUBECONFIG=${kubeconfigPath}`,
+      `nodes: ${nodes.join(', ')}). KUBECONFIG=${kubeconfigPath}, kubectl: ${kubectlPath}`,
   );
 }
 

@@ -157,7 +157,7 @@ const ips = new IpPool();
 
 // ---- one container ------------------------------------------------------------------------
 
-class ConfigError extends Error {}
+class ImageNotMapped extends Error {}
 
 /**
  * One container of a pod as a process group. Restarts follow restartPolicy with a backoff
@@ -205,7 +205,7 @@ class ContainerRunner {
     const { command, args, image } = this.spec;
     const mapped = imageMap[imageName(image)];
     if (!mapped) {
-      throw new ConfigError(`image ${image} is not in ${imageMapPath}`);
+      throw new ImageNotMapped(`image ${image} is not in ${imageMapPath}`);
     }
     const argv = command?.length ? [...command, ...(args ?? [])] : [...mapped, ...(args ?? [])];
     // `node` is the agent's own Node.js, so containers run on the version the tests run on.
@@ -221,9 +221,9 @@ class ContainerRunner {
       argv = this.argv();
       env = await this.pod.containerEnv(this.spec);
     } catch (err) {
-      if (!(err instanceof ConfigError) && !(err instanceof Error)) throw err;
-      const reason = err instanceof ConfigError && err.message.startsWith('image ') ? 'ErrImageNeverPull' : 'CreateContainerConfigError';
-      this.state = { waiting: { reason, message: err.message } };
+      // As kubelet: the container waits with the reason, and the start is retried.
+      const reason = err instanceof ImageNotMapped ? 'ErrImageNeverPull' : 'CreateContainerConfigError';
+      this.state = { waiting: { reason, message: errText(err) } };
       this.pod.changed();
       this.retryTimer = setTimeout(() => void this.start(), 2000);
       return;
@@ -488,7 +488,7 @@ class PodWorker {
         }
       }
       const data = cache.get(name);
-      if (!data && !optional) throw new ConfigError(`${kind.slice(0, -1)} "${name}" not found`);
+      if (!data && !optional) throw new Error(`${kind.slice(0, -1)} "${name}" not found`);
       return data;
     };
     for (const from of c.envFrom ?? []) {
@@ -510,9 +510,9 @@ class PodWorker {
         const kind = vf.configMapKeyRef ? 'configmaps' : 'secrets';
         const value = (await source(kind, ref.name, ref.optional))?.[ref.key];
         if (value !== undefined) env[e.name] = value;
-        else if (!ref.optional) throw new ConfigError(`key "${ref.key}" not found in ${kind.slice(0, -1)} "${ref.name}"`);
+        else if (!ref.optional) throw new Error(`key "${ref.key}" not found in ${kind.slice(0, -1)} "${ref.name}"`);
       } else {
-        throw new ConfigError(`env ${e.name}: resourceFieldRef is not supported by the test node agent`);
+        throw new Error(`env ${e.name}: resourceFieldRef is not supported by the test node agent`);
       }
     }
     // Containers share the host's network here, so a process has its own address only if it
@@ -547,7 +547,7 @@ class PodWorker {
       case 'status.hostIPs':
         return hostIP;
       default:
-        throw new ConfigError(`fieldRef ${path} is not supported by the test node agent`);
+        throw new Error(`fieldRef ${path} is not supported by the test node agent`);
     }
   }
 
@@ -672,7 +672,7 @@ function observe(pod: Pod): void {
   if (pod.spec.nodeName !== nodeName) return;
   let worker = pods.get(pod.metadata.uid);
   if (!worker) {
-    if (pod.metadata.deletionTimestamp && !pod.status?.phase) {
+    if (pod.metadata.deletionTimestamp) {
       // Never started here: nothing to stop, only the final delete.
       void kube
         .delete(`/api/v1/namespaces/${pod.metadata.namespace}/pods/${pod.metadata.name}`, { gracePeriodSeconds: 0, preconditions: { uid: pod.metadata.uid } })
