@@ -71,7 +71,7 @@ export function createWorker(options: WorkerOptions): http.Server {
     const path = (req.url ?? '/').split('?')[0];
     try {
       if (path === '/healthz' && req.method === 'GET') {
-        return loaded ? sendJson(res, 200, { status: 'ok' }) : sendError(res, 503, 'loading', 'model is loading');
+        return loaded ? sendJson(res, 200, { status: 'ok', pid: process.pid }) : sendError(res, 503, 'loading', 'model is loading');
       }
       if (path === '/history' && req.method === 'GET') {
         return sendJson(res, 200, { turns: history });

@@ -1,0 +1,155 @@
+import { readFileSync } from 'node:fs';
+
+/** A bad environment value: the message names the variable, and main exits 1 with it. */
+export class ConfigError extends Error {
+  readonly code = 'invalid_config';
+  constructor(readonly variable: string, message: string) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Parser<T> = (raw: string, name: string) => T;
+
+const integer = (min: number, max = Number.MAX_SAFE_INTEGER): Parser<number> => (raw, name) => {
+  if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(name, `must be an integer, got ${JSON.stringify(raw)}`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+};
+
+/** Durations in seconds accept fractions, so tests and small setups can use sub-second values. */
+const seconds = (min: number): Parser<number> => (raw, name) => {
+  const value = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(value)) {
+    throw new ConfigError(name, `must be a number of seconds, got ${JSON.stringify(raw)}`);
+  }
+  if (value < min) throw new ConfigError(name, `must be at least ${min}, got ${value}`);
+  return value;
+};
+
+const boolean: Parser<boolean> = (raw, name) => {
+  const v = raw.trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(v)) return true;
+  if (['false', '0', 'no', 'off'].includes(v)) return false;
+  throw new ConfigError(name, `must be true or false, got ${JSON.stringify(raw)}`);
+};
+
+const oneOf = <T extends string>(...values: T[]): Parser<T> => (raw, name) => {
+  if (!(values as string[]).includes(raw)) {
+    throw new ConfigError(name, `must be one of ${values.join(', ')}, got ${JSON.stringify(raw)}`);
+  }
+  return raw as T;
+};
+
+const pattern = (re: RegExp, what: string): Parser<string> => (raw, name) => {
+  if (!re.test(raw)) throw new ConfigError(name, `must be ${what}, got ${JSON.stringify(raw)}`);
+  return raw;
+};
+
+const text: Parser<string> = (raw) => raw;
+
+/** A Kubernetes label key or value (qualified name rules, simplified to what labels accept). */
+const LABEL_PART = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+
+const selector: Parser<Record<string, string>> = (raw, name) => {
+  const out: Record<string, string> = {};
+  for (const part of raw.split(',')) {
+    const [key, value, extra] = part.trim().split('=');
+    if (key === undefined || value === undefined || extra !== undefined || !LABEL_PART.test(key) || !LABEL_PART.test(value)) {
+      throw new ConfigError(name, `must be key=value[,key=value], got ${JSON.stringify(raw)}`);
+    }
+    out[key] = value;
+  }
+  return out;
+};
+
+const tokenList: Parser<string[]> = (raw, name) => {
+  const tokens = raw.split(/[\s,]+/).filter(Boolean);
+  for (const t of tokens) {
+    if (t.length < 16) throw new ConfigError(name, 'each token must be at least 16 characters');
+  }
+  return tokens;
+};
+
+interface Key<T> {
+  default: string;
+  doc: string;
+  parse: Parser<T>;
+}
+
+function key<T>(defaultValue: string, doc: string, parse: Parser<T>): Key<T> {
+  return { default: defaultValue, doc, parse };
+}
+
+/**
+ * Every setting, its default and its meaning. The README's configuration table is checked
+ * against this list by a unit test, so the two cannot drift apart.
+ */
+export const CONFIG_KEYS = {
+  PORT: key('8080', 'Client port: the session API and proxied session traffic.', integer(0, 65535)),
+  ADMIN_PORT: key('9090', 'Admin port: /metrics, /healthz, /readyz, /pool. Keep it off the Service.', integer(0, 65535)),
+  LISTEN_HOST: key('0.0.0.0', 'Address both ports bind to.', text),
+  BACKEND: key('auto', 'Pool backend: `kubernetes`, `local` (worker processes on 127.0.0.1), or `auto` (kubernetes when in a cluster or a kubeconfig exists).', oneOf('auto', 'kubernetes', 'local')),
+  NAMESPACE: key('warmpool', 'Namespace of the worker pods (kubernetes backend).', pattern(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'a namespace name')),
+  POOL_DEPLOYMENT: key('chatbot-worker', 'Deployment that keeps the warm pods (kubernetes backend).', pattern(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'a deployment name')),
+  POOL_SELECTOR: key('app.kubernetes.io/name=chatbot-worker', 'Labels that mark the pool\'s pods, `key=value[,key=value]`.', selector),
+  POOL_LABEL_KEY: key('assigned', 'Label whose value is `not_assigned` on warm pods and `assigned` on claimed ones.', pattern(LABEL_PART, 'a label key')),
+  POOL_SIZE: key('3', 'Warm workers to keep ready.', integer(0, 10000)),
+  WORKER_PORT: key('8080', 'Port the worker listens on inside its pod (kubernetes backend).', integer(1, 65535)),
+  MAX_SESSIONS: key('100', 'Most sessions at once; beyond it new sessions get 503 `at_capacity`.', integer(1)),
+  MAX_SESSIONS_PER_CLIENT: key('10', 'Most sessions one client (API token, or address) holds at once; beyond it 429.', integer(1)),
+  CLAIM_TIMEOUT_MS: key('10000', 'How long a new session waits for a warm worker before 503 `no_warm_worker`.', integer(0)),
+  MAX_PENDING_CLAIMS: key('100', 'Most session requests waiting for a warm worker; beyond it 503 `claim_queue_full`.', integer(0)),
+  SESSION_IDLE_TIMEOUT_S: key('900', 'A session with no traffic for this long is ended and its worker deleted.', seconds(0.1)),
+  SESSION_MAX_LIFETIME_S: key('14400', 'A session is ended this long after it was created, busy or not.', seconds(0.1)),
+  ACTIVITY_FLUSH_S: key('30', 'Shortest interval between writes of a session\'s last activity to its pod (kubernetes backend).', seconds(0.1)),
+  AUTO_SESSION: key('true', 'A request to any other path without a session claims one for it (returned in `X-Session-Id` and the cookie).', boolean),
+  SESSION_COOKIE: key('warmpool_session', 'Name of the session cookie.', pattern(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'a cookie name')),
+  API_TOKENS: key('', 'Comma-separated bearer tokens (16+ characters each); when set, creating a session needs one. Empty: no auth.', tokenList),
+  API_TOKENS_FILE: key('', 'File with one bearer token per line, read at start (instead of or beside `API_TOKENS`).', text),
+  TRUST_PROXY: key('false', 'Trust `X-Forwarded-*` from the client (only behind a proxy you run): the client address comes from `X-Forwarded-For`.', boolean),
+  UPSTREAM_TIMEOUT_S: key('300', 'Longest silence from a worker on a proxied request before 504 (chat replies are slow).', seconds(0.1)),
+  HEADERS_TIMEOUT_S: key('10', 'Time a client has to send its request headers.', seconds(0.1)),
+  MAX_BODY_BYTES: key('1048576', 'Largest request body; larger gets 413.', integer(0)),
+  SHUTDOWN_TIMEOUT_S: key('10', 'On SIGTERM, how long in-flight requests may finish before connections are closed.', seconds(0)),
+  LOG_LEVEL: key('info', 'pino log level: fatal, error, warn, info, debug, trace, silent.', oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent')),
+  LOCAL_WORKER_CMD: key('', 'Command for a local worker, run with `sh -c` and given `HOST`/`PORT`; empty: the reference worker.', text),
+} as const;
+
+type Keys = typeof CONFIG_KEYS;
+type Parsed = { readonly [K in keyof Keys]: Keys[K] extends Key<infer T> ? T : never };
+
+export interface Config extends Omit<Parsed, 'API_TOKENS' | 'API_TOKENS_FILE'> {
+  /** Tokens from API_TOKENS and API_TOKENS_FILE together; empty means auth is off. */
+  readonly API_TOKENS: readonly string[];
+}
+
+/**
+ * Parses and validates the whole environment once. An unset or empty variable takes its
+ * default. The result is frozen: nothing changes configuration after start.
+ */
+export function parseConfig(env: Readonly<Record<string, string | undefined>>, readFile = (p: string) => readFileSync(p, 'utf8')): Config {
+  const out: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(CONFIG_KEYS) as [keyof Keys, Key<unknown>][]) {
+    const raw = env[name];
+    out[name] = spec.parse(raw === undefined || raw === '' ? spec.default : raw, name);
+  }
+  const tokens = [...(out.API_TOKENS as string[])];
+  if (out.API_TOKENS_FILE) {
+    let content: string;
+    try {
+      content = readFile(out.API_TOKENS_FILE as string);
+    } catch (err) {
+      throw new ConfigError('API_TOKENS_FILE', `cannot read ${out.API_TOKENS_FILE as string}: ${(err as Error).message}`);
+    }
+    tokens.push(...tokenList(content, 'API_TOKENS_FILE'));
+  }
+  delete out.API_TOKENS_FILE;
+  out.API_TOKENS = Object.freeze(tokens);
+  out.POOL_SELECTOR = Object.freeze(out.POOL_SELECTOR as object);
+  if ((out.POOL_SELECTOR as Record<string, string>)[out.POOL_LABEL_KEY as string] !== undefined) {
+    throw new ConfigError('POOL_SELECTOR', 'must not contain POOL_LABEL_KEY: warmpool manages that label itself');
+  }
+  return Object.freeze(out) as unknown as Config;
+}

@@ -1,0 +1,49 @@
+/**
+ * Every error a client can see is one of these: a stable `code` to match on, the HTTP status,
+ * and whether trying again later can succeed. Callers match on `code`, never on the message.
+ */
+export class WarmpoolError extends Error {
+  constructor(
+    readonly code: string,
+    readonly status: number,
+    message: string,
+    /** Seconds a client should wait before trying again (sent as Retry-After). */
+    readonly retryAfterS?: number,
+  ) {
+    super(message);
+    this.name = 'WarmpoolError';
+  }
+
+  toJSON(): { error: string; message: string } {
+    return { error: this.code, message: this.message };
+  }
+}
+
+export const errors = {
+  sessionNotFound: () => new WarmpoolError('session_not_found', 404, 'no such session'),
+  sessionEnded: () => new WarmpoolError('session_ended', 410, 'this session has ended'),
+  sessionLost: () => new WarmpoolError('session_lost', 410, 'the worker of this session is gone'),
+  noWarmWorker: (retryAfterS: number) =>
+    new WarmpoolError('no_warm_worker', 503, 'no warm worker became available in time', retryAfterS),
+  claimQueueFull: (retryAfterS: number) =>
+    new WarmpoolError('claim_queue_full', 503, 'too many session requests are already waiting', retryAfterS),
+  atCapacity: (retryAfterS: number) =>
+    new WarmpoolError('at_capacity', 503, 'the maximum number of sessions is reached', retryAfterS),
+  clientLimit: (retryAfterS: number) =>
+    new WarmpoolError('client_session_limit', 429, 'this client holds its maximum number of sessions', retryAfterS),
+  unauthorized: () => new WarmpoolError('unauthorized', 401, 'a valid bearer token is required'),
+  bodyTooLarge: (limit: number) => new WarmpoolError('body_too_large', 413, `request body over ${limit} bytes`),
+  badRequest: (message: string) => new WarmpoolError('bad_request', 400, message),
+  notFound: () => new WarmpoolError('not_found', 404, 'no such route'),
+  methodNotAllowed: () => new WarmpoolError('method_not_allowed', 405, 'method not allowed on this route'),
+  upstreamUnavailable: () => new WarmpoolError('upstream_unavailable', 502, 'the session worker did not answer'),
+  upstreamTimeout: () => new WarmpoolError('upstream_timeout', 504, 'the session worker took too long'),
+  backendUnavailable: (retryAfterS: number) =>
+    new WarmpoolError('backend_unavailable', 503, 'the pool backend cannot take claims right now', retryAfterS),
+  shuttingDown: () => new WarmpoolError('shutting_down', 503, 'this replica is shutting down', 1),
+  internal: () => new WarmpoolError('internal', 500, 'internal error'),
+} as const;
+
+export function isWarmpoolError(err: unknown): err is WarmpoolError {
+  return err instanceof WarmpoolError;
+}

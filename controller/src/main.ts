@@ -1,0 +1,165 @@
+/**
+ * The composition root: the only module that reads the environment, listens on ports and
+ * handles signals. Everything else receives what it needs as arguments.
+ */
+import { existsSync } from 'node:fs';
+import type http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createAdminServer } from './admin-server.js';
+import { chooseBackend } from './backend-choice.js';
+import { createClientServer } from './client-server.js';
+import { ConfigError, parseConfig, type Config } from './config.js';
+import { createLogger } from './log.js';
+import { createMetrics } from './metrics.js';
+import { ClaimQueue } from './pool/claim-queue.js';
+import { createKubeApi, loadKubeConfig } from './pool/kube-client.js';
+import { KubePool } from './pool/kubernetes.js';
+import { LocalPool } from './pool/local.js';
+import type { PoolBackend } from './pool/types.js';
+import { createProxy } from './proxy.js';
+import { Sessions } from './sessions.js';
+
+let config: Config;
+try {
+  config = parseConfig(process.env);
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`warmpool: invalid configuration: ${err.message}\n`);
+  process.exit(1);
+}
+
+const logger = createLogger(config.LOG_LEVEL);
+const metrics = createMetrics();
+const replica = process.env.POD_NAME || `${os.hostname()}-${process.pid}`;
+
+const kubeconfigPath = process.env.KUBECONFIG?.split(path.delimiter).find((p) => p && existsSync(p))
+  ?? [path.join(os.homedir(), '.kube', 'config')].find((p) => existsSync(p));
+const choice = chooseBackend(config.BACKEND, {
+  inCluster: Boolean(process.env.KUBERNETES_SERVICE_HOST) && existsSync('/var/run/secrets/kubernetes.io/serviceaccount/token'),
+  kubeconfig: kubeconfigPath,
+});
+logger.info({ backend: choice.backend, reason: choice.reason, replica }, 'backend chosen');
+
+const retryAfterS = Math.max(1, Math.ceil(config.CLAIM_TIMEOUT_MS / 1000));
+const queue = new ClaimQueue({
+  timeoutMs: config.CLAIM_TIMEOUT_MS,
+  maxPending: config.MAX_PENDING_CLAIMS,
+  retryAfterS: () => retryAfterS,
+  onLength: (n) => metrics.claimQueueLength.set(n),
+  onWait: (s) => metrics.claimWait.observe(s),
+});
+
+function localBackend(): PoolBackend {
+  const referenceWorker = fileURLToPath(new URL('../../worker-image/dist/server.js', import.meta.url));
+  // The workers inherit the environment (model settings, proxies) but not the API tokens.
+  const { API_TOKENS: _tokens, API_TOKENS_FILE: _tokensFile, ...workerEnv } = process.env;
+  return new LocalPool({
+    size: config.POOL_SIZE,
+    command: config.LOCAL_WORKER_CMD || `'${process.execPath}' '${referenceWorker}'`,
+    env: workerEnv,
+    host: '127.0.0.1',
+    queue,
+    logger,
+    metrics,
+  });
+}
+
+function kubernetesBackend(): PoolBackend {
+  const api = createKubeApi(loadKubeConfig(), {
+    namespace: config.NAMESPACE,
+    count: (verb, code) => metrics.kubeRequests.inc({ verb, code }),
+  });
+  return new KubePool({
+    api,
+    queue,
+    logger,
+    metrics,
+    replica,
+    selector: config.POOL_SELECTOR,
+    labelKey: config.POOL_LABEL_KEY,
+    deployment: config.POOL_DEPLOYMENT,
+    poolSize: config.POOL_SIZE,
+    workerPort: config.WORKER_PORT,
+    activityFlushMs: config.ACTIVITY_FLUSH_S * 1000,
+    retryAfterS,
+  });
+}
+
+const backend = choice.backend === 'kubernetes' ? kubernetesBackend() : localBackend();
+const sessions = new Sessions(backend, {
+  maxSessions: config.MAX_SESSIONS,
+  maxPerClient: config.MAX_SESSIONS_PER_CLIENT,
+  idleTimeoutMs: config.SESSION_IDLE_TIMEOUT_S * 1000,
+  maxLifetimeMs: config.SESSION_MAX_LIFETIME_S * 1000,
+  retryAfterS,
+}, metrics, logger);
+const proxy = createProxy({
+  sessionCookie: config.SESSION_COOKIE,
+  trustProxy: config.TRUST_PROXY,
+  upstreamTimeoutMs: config.UPSTREAM_TIMEOUT_S * 1000,
+  maxBodyBytes: config.MAX_BODY_BYTES,
+  metrics,
+  logger,
+});
+
+let accepting = true;
+const client = createClientServer({ config, sessions, proxy, metrics, logger });
+const admin = createAdminServer({ config, backend, metrics, replica, accepting: () => accepting });
+
+function listen(server: http.Server, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, config.LISTEN_HOST, () => resolve((server.address() as { port: number }).port));
+  });
+}
+
+const reapEveryMs = Math.max(50, Math.min(5000, (config.SESSION_IDLE_TIMEOUT_S * 1000) / 4, (config.SESSION_MAX_LIFETIME_S * 1000) / 4));
+const reaper = setInterval(() => void sessions.reap(), reapEveryMs);
+
+// Ports open before the pool is in sync: until then /readyz says no and claims get 503, which
+// is better than a replica that looks dead while the API server is slow.
+try {
+  const [port, adminPort] = await Promise.all([listen(client, config.PORT), listen(admin, config.ADMIN_PORT)]);
+  logger.info({ port, adminPort, poolSize: config.POOL_SIZE }, 'listening');
+} catch (err) {
+  logger.fatal({ err: (err as Error).message }, 'cannot listen');
+  process.exit(1);
+}
+await backend.start();
+
+/**
+ * Shutdown: stop taking work (readiness turns false, no new connections or sessions), give
+ * in-flight exchanges up to SHUTDOWN_TIMEOUT_S, then cut what is left, stop the pool's own
+ * processes and exit. Sessions survive a replica's shutdown on the kubernetes backend because
+ * they live in pod labels; the local backend's workers are this process's children and go.
+ */
+let stopping = false;
+async function shutdown(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  accepting = false;
+  sessions.close();
+  clearInterval(reaper);
+  logger.info({ signal }, 'shutting down');
+  const drained = new Promise<void>((resolve) => client.close(() => resolve()));
+  // A keep-alive connection turns idle when its last exchange ends: close it then, not at the deadline.
+  const sweeper = setInterval(() => client.closeIdleConnections(), 100);
+  const timer = setTimeout(() => {
+    client.closeAllConnections();
+    proxy.close();
+  }, config.SHUTDOWN_TIMEOUT_S * 1000);
+  await drained;
+  clearTimeout(timer);
+  clearInterval(sweeper);
+  proxy.close();
+  await backend.stop();
+  admin.close();
+  admin.closeAllConnections();
+  logger.info('stopped');
+  process.exit(0);
+}
+
+process.on('SIGTERM', () => void shutdown('SIGTERM'));
+process.on('SIGINT', () => void shutdown('SIGINT'));

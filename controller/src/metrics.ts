@@ -1,0 +1,29 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * All metrics of DESIGN section 8 on a registry of our own. Labels are bounded: states,
+ * results, status codes, reasons, verbs; never a session or a pod.
+ */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  const latency = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+  return {
+    registry,
+    poolPods: new Gauge({ name: 'warmpool_pool_pods', help: 'Pool workers by state (warm, warming, assigned).', labelNames: ['state'], registers }),
+    sessionsActive: new Gauge({ name: 'warmpool_sessions_active', help: 'Sessions with a live worker.', registers }),
+    claimsTotal: new Counter({ name: 'warmpool_claims_total', help: 'Claim attempts by result.', labelNames: ['result'], registers }),
+    claimDuration: new Histogram({ name: 'warmpool_claim_duration_seconds', help: 'Time to claim a worker, queueing included.', buckets: latency, registers }),
+    claimQueueLength: new Gauge({ name: 'warmpool_claim_queue_length', help: 'Session requests waiting for a warm worker.', registers }),
+    claimWait: new Histogram({ name: 'warmpool_claim_wait_seconds', help: 'Time spent waiting in the claim queue.', buckets: latency, registers }),
+    podStartup: new Histogram({ name: 'warmpool_pod_startup_seconds', help: 'Time from a worker\'s creation to Ready.', buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300], registers }),
+    proxyRequests: new Counter({ name: 'warmpool_proxy_requests_total', help: 'Proxied requests by response status.', labelNames: ['code'], registers }),
+    proxyTtfb: new Histogram({ name: 'warmpool_proxy_ttfb_seconds', help: 'Time to the worker\'s response headers.', buckets: latency, registers }),
+    websocketsActive: new Gauge({ name: 'warmpool_websockets_active', help: 'Proxied WebSocket connections open now.', registers }),
+    sessionsEnded: new Counter({ name: 'warmpool_sessions_ended_total', help: 'Ended sessions by reason.', labelNames: ['reason'], registers }),
+    kubeRequests: new Counter({ name: 'warmpool_kube_requests_total', help: 'Kubernetes API requests by verb and status code.', labelNames: ['verb', 'code'], registers }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,103 @@
+import { errors } from '../errors.js';
+
+interface Waiter {
+  wake: () => void;
+  since: number;
+}
+
+export interface ClaimQueueOptions {
+  timeoutMs: number;
+  maxPending: number;
+  /** Seconds to put in Retry-After when a claim gives up. */
+  retryAfterS: () => number;
+  onLength?: (length: number) => void;
+  onWait?: (seconds: number) => void;
+  now?: () => number;
+}
+
+/**
+ * Claims that found no warm worker wait here, first come first served. A backend calls
+ * `wake(n)` when n workers may have become claimable; each woken waiter retries its claim and,
+ * if it loses the race, comes back to the head of the line with the deadline it already had.
+ */
+export class ClaimQueue {
+  private readonly waiters: Waiter[] = [];
+  private readonly now: () => number;
+
+  constructor(private readonly options: ClaimQueueOptions) {
+    this.now = options.now ?? Date.now;
+  }
+
+  get length(): number {
+    return this.waiters.length;
+  }
+
+  /** The claim deadline for a request that starts now. */
+  deadline(): number {
+    return this.now() + this.options.timeoutMs;
+  }
+
+  /**
+   * Waits for a wake-up or the deadline. `again` puts the waiter at the head: it was already
+   * first in line before losing a race. Rejects with 503 `claim_queue_full` or `no_warm_worker`.
+   */
+  wait(deadline: number, again = false): Promise<void> {
+    const remaining = deadline - this.now();
+    if (remaining <= 0) return Promise.reject(errors.noWarmWorker(this.options.retryAfterS()));
+    if (!again && this.waiters.length >= this.options.maxPending) {
+      return Promise.reject(errors.claimQueueFull(this.options.retryAfterS()));
+    }
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = {
+        since: this.now(),
+        wake: () => {
+          clearTimeout(timer);
+          this.options.onWait?.((this.now() - waiter.since) / 1000);
+          resolve();
+        },
+      };
+      const timer = setTimeout(() => {
+        this.remove(waiter);
+        this.options.onWait?.((this.now() - waiter.since) / 1000);
+        reject(errors.noWarmWorker(this.options.retryAfterS()));
+      }, remaining);
+      if (again) this.waiters.unshift(waiter);
+      else this.waiters.push(waiter);
+      this.options.onLength?.(this.waiters.length);
+    });
+  }
+
+  /** Wakes up to `n` waiters, oldest first. */
+  wake(n = 1): void {
+    for (let i = 0; i < n; i++) {
+      const waiter = this.waiters.shift();
+      if (!waiter) break;
+      waiter.wake();
+    }
+    this.options.onLength?.(this.waiters.length);
+  }
+
+  private remove(waiter: Waiter): void {
+    const i = this.waiters.indexOf(waiter);
+    if (i >= 0) this.waiters.splice(i, 1);
+    this.options.onLength?.(this.waiters.length);
+  }
+}
+
+/**
+ * The claim loop both backends share. A request tries at once only when nobody is waiting
+ * (so late arrivals cannot overtake the queue); otherwise, and after every failed try, it waits
+ * for a wake-up. A woken waiter that still finds nothing goes back to the head of the line.
+ */
+export async function claimInOrder<T>(queue: ClaimQueue, tryClaim: () => Promise<T | undefined> | T | undefined): Promise<T> {
+  const deadline = queue.deadline();
+  let woken = false;
+  for (;;) {
+    if (woken || queue.length === 0) {
+      const got = await tryClaim();
+      if (got !== undefined) return got;
+    }
+    await queue.wait(deadline, woken);
+    woken = true;
+  }
+}

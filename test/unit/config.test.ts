@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, test } from 'node:test';
+import { CONFIG_KEYS, ConfigError, parseConfig } from '../../controller/src/config.js';
+
+function errorFor(env: Record<string, string>, readFile?: (p: string) => string): ConfigError {
+  try {
+    parseConfig(env, readFile);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, 'err instanceof ConfigError');
+    return err;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('configuration', () => {
+  test('when nothing is set, then every key takes its documented default and the result is frozen', () => {
+    const c = parseConfig({});
+    assert.equal(c.PORT, 8080);
+    assert.equal(c.ADMIN_PORT, 9090);
+    assert.equal(c.POOL_SIZE, 3);
+    assert.equal(c.POOL_LABEL_KEY, 'assigned');
+    assert.deepEqual(c.POOL_SELECTOR, { 'app.kubernetes.io/name': 'chatbot-worker' });
+    assert.equal(c.AUTO_SESSION, true);
+    assert.deepEqual(c.API_TOKENS, []);
+    assert.ok(Object.isFrozen(c), 'Object.isFrozen(c)');
+    assert.ok(Object.isFrozen(c.POOL_SELECTOR), 'Object.isFrozen(c.POOL_SELECTOR)');
+  });
+
+  test('when values are set, then they are parsed to their types', () => {
+    const c = parseConfig({ POOL_SIZE: '7', AUTO_SESSION: 'false', SESSION_IDLE_TIMEOUT_S: '0.5', POOL_SELECTOR: 'a=b, c.d/e=f', BACKEND: 'local' });
+    assert.equal(c.POOL_SIZE, 7);
+    assert.equal(c.AUTO_SESSION, false);
+    assert.equal(c.SESSION_IDLE_TIMEOUT_S, 0.5);
+    assert.deepEqual(c.POOL_SELECTOR, { a: 'b', 'c.d/e': 'f' });
+    assert.equal(c.BACKEND, 'local');
+  });
+
+  test('when a value is bad, then the error names the variable', () => {
+    const cases: [string, string][] = [
+      ['PORT', '-1'], ['PORT', '8080x'], ['POOL_SIZE', '1.5'], ['BACKEND', 'docker'], ['AUTO_SESSION', 'perhaps'],
+      ['SESSION_IDLE_TIMEOUT_S', 'soon'], ['SESSION_MAX_LIFETIME_S', '0'], ['POOL_SELECTOR', 'a=b=c'], ['POOL_SELECTOR', 'assigned=x'],
+      ['NAMESPACE', 'Bad_Name'], ['LOG_LEVEL', 'loud'], ['API_TOKENS', 'tooshort'], ['SESSION_COOKIE', 'a b'],
+    ];
+    for (const [name, value] of cases) {
+      const err = errorFor({ [name]: value });
+      assert.equal(err.variable, name, `${name}=${value}`);
+      assert.ok(err.message.startsWith(`${name}:`), 'err.message.startsWith(`${name}:`)');
+    }
+  });
+
+  test('when API_TOKENS_FILE is set, then its tokens join API_TOKENS, and an unreadable file names the variable', () => {
+    const c = parseConfig({ API_TOKENS: 'aaaaaaaaaaaaaaaa', API_TOKENS_FILE: '/tokens' }, () => 'bbbbbbbbbbbbbbbb\ncccccccccccccccc\n');
+    assert.deepEqual([...c.API_TOKENS], ['aaaaaaaaaaaaaaaa', 'bbbbbbbbbbbbbbbb', 'cccccccccccccccc']);
+    const err = errorFor({ API_TOKENS_FILE: '/missing' }, () => { throw new Error('ENOENT'); });
+    assert.equal(err.variable, 'API_TOKENS_FILE');
+  });
+
+  test('when the README is read, then its configuration table lists every key with its default', () => {
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    for (const [name, spec] of Object.entries(CONFIG_KEYS)) {
+      const row = readme.split('\n').find((l) => l.startsWith(`| \`${name}\` |`));
+      assert.ok(row, `README has a row for ${name}`);
+      const shown = spec.default === '' ? '(empty)' : `\`${spec.default}\``;
+      assert.ok(row.includes(`| ${shown} |`), `README shows the default of ${name} as ${shown}`);
+    }
+  });
+});
