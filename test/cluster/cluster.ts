@@ -13,12 +13,13 @@
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiError, Kube, kubeconfigJson } from './kube.js';
-import { clusterDir, clusterHarnessDir as here, kubeconfigPath, logDir as logs, repoRoot } from './paths.js';
+import { createdMountPointsFile, removeMountPoint } from './volumes.js';
+import { clusterDir, clusterHarnessDir as here, kubeconfigPath, kubectlPath, logDir as logs, repoRoot } from './paths.js';
 
 const statePath = join(clusterDir, 'state.json');
 const pki = join(clusterDir, 'pki');
@@ -218,6 +219,7 @@ async function up(): Promise<void> {
   ]);
   const server = `https://127.0.0.1:${apiPort}`;
   writeKubeconfig(kubeconfigPath, server, 'admin');
+  symlinkSync(join(bin, 'kubectl'), kubectlPath);
   const admin = Kube.fromKubeconfig(kubeconfigPath);
   await waitFor('kube-apiserver /readyz', 60_000, state, async () => ((await admin.get<string>('/readyz')) === 'ok' ? true : undefined));
   const tApi = Date.now();
@@ -246,11 +248,10 @@ async function up(): Promise<void> {
   );
   start(state, 'kube-scheduler', join(bin, 'kube-scheduler'), [`--config=${schedConfig}`, '--bind-address=127.0.0.1', '--secure-port=0']);
 
-  const tsx = join(repoRoot, 'node_modules', '.bin', 'tsx');
   nodes.forEach((node, i) => {
     const cfg = join(clusterDir, `${node}.kubeconfig`);
     writeKubeconfig(cfg, server, `node-${node}`);
-    start(state, node, tsx, [join(here, 'node-agent.ts'), `--node=${node}`, `--net=127.0.${netBase + i}`, `--kubeconfig=${cfg}`]);
+    start(state, node, process.execPath, ['--import', 'tsx', join(here, 'node-agent.ts'), `--node=${node}`, `--net=127.0.${netBase + i}`, `--kubeconfig=${cfg}`]);
   });
 
   await waitFor('the default ServiceAccount (controller manager)', 60_000, state, async () =>
@@ -270,7 +271,7 @@ async function up(): Promise<void> {
   const s = (ms: number): string => `${(ms / 1000).toFixed(1)}s`;
   log(
     `up in ${s(Date.now() - t0)} (binaries ${s(tBuilt - t0)}, API server ready after ${s(tApi - tBuilt)}, ` +
-      `nodes: ${nodes.join(', ')}). KUBECONFIG=${kubeconfigPath}`,
+      `nodes: ${nodes.join(', ')}). KUBECONFIG=${kubeconfigPath}, kubectl: ${kubectlPath}`,
   );
 }
 
@@ -316,9 +317,15 @@ async function down(): Promise<void> {
     await sleep(100);
   }
   const left = markedPids();
+  if (existsSync(createdMountPointsFile)) {
+    for (const path of new Set(readFileSync(createdMountPointsFile, 'utf8').split('\n').filter(Boolean))) removeMountPoint(path);
+    rmSync(createdMountPointsFile);
+  }
   if (state?.etcdDataDir) rmSync(state.etcdDataDir, { recursive: true, force: true });
-  rmSync(statePath, { force: true });
-  rmSync(kubeconfigPath, { force: true });
+  // Keys, kubeconfigs and pods' projected tokens go with the cluster; the logs stay for a look.
+  if (existsSync(clusterDir)) {
+    for (const entry of readdirSync(clusterDir)) if (entry !== 'logs') rmSync(join(clusterDir, entry), { recursive: true, force: true });
+  }
   if (left.length > 0) throw new Error(`processes left: ${left.join(' ')}`);
   log('down');
 }

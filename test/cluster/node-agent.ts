@@ -20,6 +20,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isAlreadyExists, isConflict, isNotFound, Kube, type ObjectMeta, type WatchEvent } from './kube.js';
 import { clusterHarnessDir, logDir, repoRoot } from './paths.js';
+import { PodVolumes, withMounts, type Mount, type Volume, type VolumeMount } from './volumes.js';
 
 // ---- the parts of the Pod API this agent reads --------------------------------------------
 
@@ -62,6 +63,7 @@ interface Container {
   envFrom?: EnvFromSource[];
   ports?: { name?: string; containerPort: number }[];
   readinessProbe?: Probe;
+  volumeMounts?: VolumeMount[];
 }
 interface Pod {
   metadata: ObjectMeta;
@@ -70,6 +72,7 @@ interface Pod {
     serviceAccountName?: string;
     restartPolicy?: 'Always' | 'OnFailure' | 'Never';
     containers: Container[];
+    volumes?: Volume[];
   };
   status?: { phase?: string; conditions?: Condition[] };
 }
@@ -154,7 +157,7 @@ const ips = new IpPool();
 
 // ---- one container ------------------------------------------------------------------------
 
-class ConfigError extends Error {}
+class ImageNotMapped extends Error {}
 
 /**
  * One container of a pod as a process group. Restarts follow restartPolicy with a backoff
@@ -202,7 +205,7 @@ class ContainerRunner {
     const { command, args, image } = this.spec;
     const mapped = imageMap[imageName(image)];
     if (!mapped) {
-      throw new ConfigError(`image ${image} is not in ${imageMapPath}`);
+      throw new ImageNotMapped(`image ${image} is not in ${imageMapPath}`);
     }
     const argv = command?.length ? [...command, ...(args ?? [])] : [...mapped, ...(args ?? [])];
     // `node` is the agent's own Node.js, so containers run on the version the tests run on.
@@ -218,14 +221,23 @@ class ContainerRunner {
       argv = this.argv();
       env = await this.pod.containerEnv(this.spec);
     } catch (err) {
-      if (!(err instanceof ConfigError) && !(err instanceof Error)) throw err;
-      const reason = err instanceof ConfigError && err.message.startsWith('image ') ? 'ErrImageNeverPull' : 'CreateContainerConfigError';
-      this.state = { waiting: { reason, message: err.message } };
+      // As kubelet: the container waits with the reason, and the start is retried.
+      const reason = err instanceof ImageNotMapped ? 'ErrImageNeverPull' : 'CreateContainerConfigError';
+      this.state = { waiting: { reason, message: errText(err) } };
       this.pod.changed();
       this.retryTimer = setTimeout(() => void this.start(), 2000);
       return;
     }
-    const [cmd, ...rest] = argv as [string, ...string[]];
+    let mounts: Mount[];
+    try {
+      mounts = this.pod.volumes.mounts(this.spec.volumeMounts);
+    } catch (err) {
+      this.state = { waiting: { reason: 'CreateContainerError', message: errText(err) } };
+      this.pod.changed();
+      this.retryTimer = setTimeout(() => void this.start(), 2000);
+      return;
+    }
+    const [cmd, ...rest] = withMounts(argv, mounts) as [string, ...string[]];
     const logFd = openSync(this.pod.logFile, 'a');
     writeSync(logFd, `--- ${now()} container ${this.spec.name} starting: ${argv.join(' ')}\n`);
     const child = spawn(cmd, rest, { cwd: repoRoot, env, detached: true, stdio: ['ignore', logFd, logFd] });
@@ -399,6 +411,7 @@ class PodWorker {
   readonly containers: ContainerRunner[];
   readonly ip: string;
   readonly logFile: string;
+  readonly volumes: PodVolumes;
   private readonly startTime = now();
   private readonly transitions = new Map<string, { status: string; at: string }>();
   private terminating = false;
@@ -410,6 +423,13 @@ class PodWorker {
     this.ip = ips.take();
     this.logFile = join(logDir, `${pod.metadata.namespace}_${pod.metadata.name}.log`);
     this.containers = pod.spec.containers.map((c) => new ContainerRunner(this, c));
+    const m = pod.metadata;
+    this.volumes = new PodVolumes(
+      kube,
+      { namespace: m.namespace ?? 'default', name: m.name, uid: m.uid, serviceAccountName: pod.spec.serviceAccountName ?? 'default', volumes: pod.spec.volumes ?? [] },
+      (fieldPath) => this.field(fieldPath),
+      (msg) => log(`${this.key}: ${msg}`),
+    );
   }
 
   get key(): string {
@@ -420,9 +440,20 @@ class PodWorker {
     return `/api/v1/namespaces/${this.pod.metadata.namespace}/pods/${this.pod.metadata.name}`;
   }
 
-  start(): void {
+  async start(): Promise<void> {
     log(`${this.key}: admitted, pod IP ${this.ip}`);
     this.changed();
+    // As kubelet: containers start only once every volume could be made (FailedMount otherwise).
+    while (!this.terminating) {
+      try {
+        await this.volumes.prepare();
+        break;
+      } catch (err) {
+        log(`${this.key}: volumes: ${errText(err)}; retrying`);
+        await sleep(2000);
+      }
+    }
+    if (this.terminating) return;
     for (const c of this.containers) void c.start();
   }
 
@@ -457,7 +488,7 @@ class PodWorker {
         }
       }
       const data = cache.get(name);
-      if (!data && !optional) throw new ConfigError(`${kind.slice(0, -1)} "${name}" not found`);
+      if (!data && !optional) throw new Error(`${kind.slice(0, -1)} "${name}" not found`);
       return data;
     };
     for (const from of c.envFrom ?? []) {
@@ -479,9 +510,9 @@ class PodWorker {
         const kind = vf.configMapKeyRef ? 'configmaps' : 'secrets';
         const value = (await source(kind, ref.name, ref.optional))?.[ref.key];
         if (value !== undefined) env[e.name] = value;
-        else if (!ref.optional) throw new ConfigError(`key "${ref.key}" not found in ${kind.slice(0, -1)} "${ref.name}"`);
+        else if (!ref.optional) throw new Error(`key "${ref.key}" not found in ${kind.slice(0, -1)} "${ref.name}"`);
       } else {
-        throw new ConfigError(`env ${e.name}: resourceFieldRef is not supported by the test node agent`);
+        throw new Error(`env ${e.name}: resourceFieldRef is not supported by the test node agent`);
       }
     }
     // Containers share the host's network here, so a process has its own address only if it
@@ -516,7 +547,7 @@ class PodWorker {
       case 'status.hostIPs':
         return hostIP;
       default:
-        throw new ConfigError(`fieldRef ${path} is not supported by the test node agent`);
+        throw new Error(`fieldRef ${path} is not supported by the test node agent`);
     }
   }
 
@@ -621,6 +652,7 @@ class PodWorker {
   private release(): void {
     if (this.released) return;
     this.released = true;
+    this.volumes.close();
     ips.release(this.ip);
     pods.delete(this.pod.metadata.uid);
     log(`${this.key}: done`);
@@ -640,7 +672,7 @@ function observe(pod: Pod): void {
   if (pod.spec.nodeName !== nodeName) return;
   let worker = pods.get(pod.metadata.uid);
   if (!worker) {
-    if (pod.metadata.deletionTimestamp && !pod.status?.phase) {
+    if (pod.metadata.deletionTimestamp) {
       // Never started here: nothing to stop, only the final delete.
       void kube
         .delete(`/api/v1/namespaces/${pod.metadata.namespace}/pods/${pod.metadata.name}`, { gracePeriodSeconds: 0, preconditions: { uid: pod.metadata.uid } })
@@ -650,7 +682,7 @@ function observe(pod: Pod): void {
     if (pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return;
     worker = new PodWorker(pod);
     pods.set(pod.metadata.uid, worker);
-    worker.start();
+    void worker.start();
   }
   worker.pod = pod;
   if (pod.metadata.deletionTimestamp) void worker.terminate();

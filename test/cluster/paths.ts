@@ -7,3 +7,5 @@ export const repoRoot = resolve(clusterHarnessDir, '../..');
 export const clusterDir = join(repoRoot, '.cluster');
 export const kubeconfigPath = join(clusterDir, 'kubeconfig');
 export const logDir = join(clusterDir, 'logs');
+/** A link to the cached kubectl of the same release, while the cluster is up. */
+export const kubectlPath = join(clusterDir, 'kubectl');

@@ -36,6 +36,35 @@ describe('loopback cluster: ServiceAccount tokens and RBAC', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  /** A pod that asks the API server for its namespace's pods with its projected token; the exit code tells the answer. */
+  const inClusterPod = (name: string, serviceAccountName: string) => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name },
+    spec: {
+      serviceAccountName,
+      restartPolicy: 'Never',
+      containers: [
+        {
+          name: 'client',
+          image: 'warmpool/chatbot-worker',
+          command: ['node', '--input-type=module', '-e', IN_CLUSTER_SCRIPT],
+        },
+      ],
+    },
+  });
+
+  async function exitCodeOf(name: string): Promise<number> {
+    await admin.create(`/api/v1/namespaces/${NS}/pods`, inClusterPod(name, name === 'as-reader' ? SA : 'default'));
+    return waitUntil(`pod ${name} has finished`, async () => {
+      const pod = await admin.get<{ status?: { phase?: string; containerStatuses?: { state?: { terminated?: { exitCode: number } } }[] } }>(
+        `/api/v1/namespaces/${NS}/pods/${name}`,
+      );
+      const phase = pod.status?.phase;
+      return phase === 'Succeeded' || phase === 'Failed' ? pod.status?.containerStatuses?.[0]?.state?.terminated?.exitCode : undefined;
+    });
+  }
+
   test('when a ServiceAccount has no role, then listing pods is forbidden', async () => {
     await assert.rejects(asReader.get(`/api/v1/namespaces/${NS}/pods`), (err: unknown) => err instanceof ApiError && err.code === 403);
   });
@@ -59,4 +88,32 @@ describe('loopback cluster: ServiceAccount tokens and RBAC', () => {
     assert.deepEqual(list.items, []);
     await assert.rejects(asReader.delete(`/api/v1/namespaces/${NS}/pods/anything`), (err: unknown) => err instanceof ApiError && err.code === 403);
   });
+
+  test(
+    'when a pod runs, then its projected token authenticates it as its ServiceAccount on the in-cluster path',
+    { skip: process.getuid?.() !== 0 ? 'projected volumes need root (a private mount namespace per container)' : false },
+    async () => {
+      assert.equal(await exitCodeOf('as-reader'), 0, 'the reader ServiceAccount lists pods');
+      assert.equal(await exitCodeOf('as-default'), 3, 'the default ServiceAccount is forbidden');
+    },
+  );
 });
+
+/**
+ * The in-cluster recipe every client library follows: token and CA from the standard mount,
+ * API server from KUBERNETES_SERVICE_HOST/PORT. Exit 0 on 200, 3 on 403, 1 otherwise.
+ */
+const IN_CLUSTER_SCRIPT = `
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+const dir = '/var/run/secrets/kubernetes.io/serviceaccount';
+const ns = readFileSync(dir + '/namespace', 'utf8');
+const req = https.get({
+  host: process.env.KUBERNETES_SERVICE_HOST,
+  port: process.env.KUBERNETES_SERVICE_PORT,
+  path: '/api/v1/namespaces/' + ns + '/pods',
+  ca: readFileSync(dir + '/ca.crt'),
+  headers: { Authorization: 'Bearer ' + readFileSync(dir + '/token', 'utf8') },
+}, (res) => { res.resume(); console.log('status', res.statusCode); process.exit(res.statusCode === 200 ? 0 : res.statusCode === 403 ? 3 : 1); });
+req.on('error', (err) => { console.error(err.message); process.exit(1); });
+`;
