@@ -4,12 +4,13 @@
  * helpers to start controller replicas against it and to look at the pool's pods.
  */
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startController, type Controller } from '../integration/harness.js';
 import { isAlreadyExists, isNotFound, Kube, serviceAccountKubeconfig, type ObjectMeta } from './kube.js';
-import { kubeconfigPath } from './paths.js';
+import { parseAllDocuments } from 'yaml';
+import { kubeconfigPath, repoRoot } from './paths.js';
 import { waitUntil } from './wait.js';
 
 export const POOL = 'chatbot-worker';
@@ -20,12 +21,15 @@ export interface Pod {
   status?: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
 }
 
-/** The Role of DESIGN section 4: what the backend's code uses, and nothing else. */
-export const CONTROLLER_RULES = [
-  { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch', 'patch', 'delete'] },
-  { apiGroups: ['apps'], resources: ['deployments'], resourceNames: [POOL], verbs: ['get'] },
-  { apiGroups: ['apps'], resources: ['deployments/scale'], resourceNames: [POOL], verbs: ['get', 'patch', 'update'] },
-];
+/**
+ * The controller's Role exactly as `k8s/rbac.yaml` ships it, so the cluster tests hold the
+ * backend to the permissions operators deploy.
+ */
+function controllerRules(): unknown[] {
+  return (parseAllDocuments(readFileSync(join(repoRoot, 'k8s/rbac.yaml'), 'utf8'))
+    .map((d) => d.toJS() as { kind?: string; metadata?: { name?: string }; rules?: unknown[] })
+    .find((d) => d.kind === 'Role' && d.metadata?.name === SA)?.rules) as unknown[];
+}
 
 export const isReady = (p: Pod): boolean =>
   p.status?.phase === 'Running' && !p.metadata.deletionTimestamp && !!p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
@@ -45,7 +49,7 @@ export async function poolFixture(ns: string, workerEnv: Record<string, string> 
   await waitUntil('the default ServiceAccount exists', () => kube.get(`/api/v1/namespaces/${ns}/serviceaccounts/default`));
   await kube.create(`/api/v1/namespaces/${ns}/serviceaccounts`, { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: SA } });
   await kube.create(`/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/roles`, {
-    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: SA }, rules: CONTROLLER_RULES,
+    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: SA }, rules: controllerRules(),
   });
   await kube.create(`/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/rolebindings`, {
     apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: SA },

@@ -29,7 +29,7 @@ class FakeApi implements KubeApi {
   addWarm(name: string, ip: string): PodInfo {
     const pod: PodInfo = {
       name, uid: `uid-${name}`, resourceVersion: String(++this.version), labels: { 'app.kubernetes.io/name': 'chatbot-worker', assigned: 'not_assigned' },
-      annotations: {}, phase: 'Running', ready: true, readySince: 2000, createdAt: 1000, podIP: ip, deleting: false,
+      annotations: {}, phase: 'Running', ready: true, readySince: 2000, createdAt: 1000, podIP: ip, deleting: false, restartedAt: undefined,
     };
     this.pods.set(name, pod);
     return pod;
@@ -162,6 +162,20 @@ describe('kubernetes backend on a fake API', () => {
     assert.deepEqual(gone, ['a:lost', 'b:ended']);
     assert.equal(pool.lookup(a.hash), undefined);
     assert.equal(pool.lookup(b.hash), undefined);
+    await pool.stop();
+  });
+
+  test('when the worker of a claimed pod restarts in place, then its session is lost', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    const { pool } = await poolWith(api);
+    const gone: string[] = [];
+    pool.onGone((_h, _w, kind, why) => gone.push(`${kind}:${why}`));
+    const s = await pool.claim({ hash: 'e'.repeat(40), client: 'c' });
+    const pod = api.pods.get(s.worker) as PodInfo;
+    api.handlers.upsert({ ...pod, resourceVersion: String(++api.version), restartedAt: Date.now() + 1000 });
+    assert.deepEqual(gone, ['lost:worker restarted']);
+    assert.equal(pool.lookup(s.hash), undefined);
     await pool.stop();
   });
 

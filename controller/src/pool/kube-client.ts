@@ -28,6 +28,8 @@ export interface PodInfo {
   createdAt: number;
   podIP: string | undefined;
   deleting: boolean;
+  /** Epoch ms a container of the pod last exited, if one ever did (it was restarted in place). */
+  restartedAt: number | undefined;
 }
 
 export interface PodWatchHandlers {
@@ -80,6 +82,10 @@ function toPodInfo(pod: V1Pod): PodInfo {
     createdAt: pod.metadata?.creationTimestamp ? new Date(pod.metadata.creationTimestamp).getTime() : 0,
     podIP: pod.status?.podIP || undefined,
     deleting: Boolean(pod.metadata?.deletionTimestamp),
+    restartedAt: Math.max(0, ...(pod.status?.containerStatuses ?? []).map((c) => {
+      const at = c.lastState?.terminated?.finishedAt;
+      return at ? new Date(at).getTime() : 0;
+    })) || undefined,
   };
 }
 

@@ -189,11 +189,15 @@ export class KubePool implements PoolBackend {
     await this.watch?.stop();
   }
 
-  /** Deletes claimed pods that carry no valid session: a half-done claim elsewhere, or a hand edit. */
+  /**
+   * Deletes claimed pods that carry no valid session (a hand edit, a foreign tool) or can no
+   * longer serve the one they carry (worker restarted or pod failed: the session is lost).
+   */
   private async reapOrphans(): Promise<void> {
     for (const pod of this.pods.values()) {
       if (pod.deleting || pod.labels[this.o.labelKey] !== TAKEN) continue;
-      if (HASH_SHAPE.test(pod.labels[SESSION_LABEL] ?? '') && epoch(pod.annotations[CLAIMED_AT]) > 0) continue;
+      const valid = HASH_SHAPE.test(pod.labels[SESSION_LABEL] ?? '') && epoch(pod.annotations[CLAIMED_AT]) > 0;
+      if (valid && this.canServe(pod)) continue;
       try {
         await this.o.api.deletePod(pod.name, pod.uid, pod.resourceVersion);
         this.o.metrics.sessionsEnded.inc({ reason: 'orphan' });
@@ -293,7 +297,8 @@ export class KubePool implements PoolBackend {
   private index(pod: PodInfo): void {
     const hash = pod.labels[SESSION_LABEL];
     if (!hash || pod.labels[this.o.labelKey] !== TAKEN) return;
-    const alive = !pod.deleting && pod.phase !== 'Failed' && pod.phase !== 'Succeeded' && pod.podIP !== undefined;
+    const restarted = this.restartedSinceClaim(pod);
+    const alive = !pod.deleting && this.canServe(pod);
     if (alive) {
       this.bySession.set(hash, pod);
       return;
@@ -304,8 +309,18 @@ export class KubePool implements PoolBackend {
     this.pendingActivity.delete(hash);
     const ended = pod.annotations[ENDED];
     const kind = ended ? 'ended' : 'lost';
-    const why = ended ? `ended (${ended}) by another replica` : pod.deleting ? 'pod deleted' : `pod ${pod.phase}`;
+    const why = ended ? `ended (${ended}) by another replica` : pod.deleting ? 'pod deleted' : restarted ? 'worker restarted' : `pod ${pod.phase}`;
     for (const listener of this.goneListeners) listener(hash, pod.name, kind, why);
+  }
+
+  /** A container restarted in place after the claim has forgotten the conversation. */
+  private restartedSinceClaim(pod: PodInfo): boolean {
+    return pod.restartedAt !== undefined && pod.restartedAt >= epoch(pod.annotations[CLAIMED_AT]);
+  }
+
+  /** Whether a claimed pod can still serve its session (deletion aside). */
+  private canServe(pod: PodInfo): boolean {
+    return !this.restartedSinceClaim(pod) && pod.phase !== 'Failed' && pod.phase !== 'Succeeded' && pod.podIP !== undefined;
   }
 
   private async ensurePoolSize(): Promise<void> {
