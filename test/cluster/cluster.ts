@@ -275,9 +275,12 @@ async function up(): Promise<void> {
   );
 }
 
-/** Pids of processes marked as ours (WARMPOOL_CLUSTER=<this dir>), this process excluded. */
-function markedPids(): number[] {
-  const mark = Buffer.from(`\0WARMPOOL_CLUSTER=${clusterDir}\0`);
+/**
+ * Pids of processes marked as ours (WARMPOOL_CLUSTER=<this dir>), this process excluded;
+ * with `anyCluster`, those of every loopback cluster on this machine.
+ */
+function markedPids(anyCluster = false): number[] {
+  const mark = Buffer.from(anyCluster ? '\0WARMPOOL_CLUSTER=' : `\0WARMPOOL_CLUSTER=${clusterDir}\0`);
   const pids: number[] = [];
   for (const entry of readdirSync('/proc')) {
     const pid = Number(entry);
@@ -317,7 +320,10 @@ async function down(): Promise<void> {
     await sleep(100);
   }
   const left = markedPids();
-  if (existsSync(createdMountPointsFile)) {
+  // Mount points are shared by every loopback cluster on this machine, and removing one in
+  // use would take it from another cluster's containers (the kernel detaches a removed mount
+  // point in every mount namespace): the last cluster to stop removes them.
+  if (existsSync(createdMountPointsFile) && markedPids(true).length === 0) {
     for (const path of new Set(readFileSync(createdMountPointsFile, 'utf8').split('\n').filter(Boolean))) removeMountPoint(path);
     rmSync(createdMountPointsFile);
   }

@@ -21,7 +21,7 @@ interface Pod {
     phase?: string;
     podIP?: string;
     conditions?: { type: string; status: string }[];
-    containerStatuses?: { containerID?: string }[];
+    containerStatuses?: { containerID?: string; restartCount?: number }[];
   };
 }
 
@@ -155,5 +155,19 @@ describe('loopback cluster: the warm pool of reference workers', () => {
     );
     assert.equal(processAlive(pid), false, `pid ${pid} is gone`);
     await waitUntil('the pool is full again', () => readyPool(3));
+  });
+
+  test('when a container process dies, then the node agent restarts it in the same pod and counts the restart', async () => {
+    const [victim] = await waitUntil('3 pool pods are Ready', () => readyPool(3));
+    assert.ok(victim);
+    const pid = pidOf(victim);
+    process.kill(pid, 'SIGKILL');
+    const restarted = await waitUntil('the pod is Ready again with a new process', async () => {
+      const pod = await kube.get<Pod>(`${podsPath}/${victim.metadata.name}`);
+      return isReady(pod) && pidOf(pod) !== pid ? pod : undefined;
+    });
+    assert.equal(restarted.status?.containerStatuses?.[0]?.restartCount, 1);
+    assert.equal(restarted.status?.podIP, victim.status?.podIP, 'the pod keeps its IP across a restart');
+    assert.equal(await healthz(restarted.status?.podIP ?? ''), 200);
   });
 });

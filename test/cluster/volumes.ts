@@ -58,8 +58,11 @@ export interface Mount {
   readOnly: boolean;
 }
 
-/** Mount points this harness had to create on the host; cluster:down removes them (if empty). */
-export const createdMountPointsFile = join(clusterDir, 'created-mount-points');
+/**
+ * Mount points created on the host by any loopback cluster of this machine (mounting needs
+ * root, so /run is writable); the last cluster:down removes them (if empty).
+ */
+export const createdMountPointsFile = '/run/warmpool-cluster-mount-points';
 
 /** Private mount namespaces need root (CAP_SYS_ADMIN); asked once, by trying. */
 const canMount = process.getuid?.() === 0 && spawnSync('unshare', ['--mount', '--propagation', 'private', 'true']).status === 0;
