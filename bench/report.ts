@@ -31,6 +31,28 @@ function proxySection(p: Json, title: string): string[] {
   return lines;
 }
 
+/** The issue's targets against the figures of the latest run of each part. */
+function targets(proxy: Json | undefined, streams: Json | undefined, ttft: Json | undefined): string[] {
+  const rows: string[] = [];
+  if (proxy) {
+    const s = proxy.summary as Json;
+    for (const c of [32, 256]) {
+      rows.push(`| warmpool req/s >= 1.5 × CHP, ${c} connections | ${fmt(s[`c${c}`].warmpoolOverChp)} × | ${verdict(s[`c${c}`].warmpoolOverChp >= 1.5)} |`);
+      rows.push(`| warmpool req/s >= 0.3 × nginx, ${c} connections | ${fmt(s[`c${c}`].warmpoolOverNginx)} × | ${verdict(s[`c${c}`].warmpoolOverNginx >= 0.3)} |`);
+    }
+    rows.push(`| p50 latency added over direct <= 1 ms (1 connection) | ${fmt(s.c1.p50AddedMs, 3)} ms | ${verdict(s.c1.p50AddedMs <= 1)} |`);
+  }
+  if (streams) {
+    const ia = streams.interArrival as Json;
+    rows.push(`| SSE token inter-arrival, p99 added over direct <= 2 ms | ${fmt(ia.p99AddedMs, 3)} ms (p50 ${fmt(ia.p50AddedMs, 3)} ms) | ${verdict(ia.p99AddedMs <= 2)} |`);
+    rows.push(`| controller RSS with ${streams.openSse.streams} open SSE streams <= 300 MB | ${fmt(streams.openSse.peakRssMb, 1)} MB peak, CPU ${fmt(streams.openSse.cpuShareOfOneCore * 100, 0)} % of a core at ${fmt(streams.openSse.eventsPerSecond, 0)} events/s | ${verdict(streams.openSse.peakRssMb <= 300)} |`);
+    rows.push(`| controller RSS with ${streams.openWebSockets.sockets} open WebSockets <= 300 MB | ${fmt(streams.openWebSockets.peakRssMb, 1)} MB peak, CPU ${fmt(streams.openWebSockets.chattingCpuShareOfOneCore * 100, 0)} % of a core at ${fmt(streams.openWebSockets.framesPerSecond, 0)} frames/s | ${verdict(streams.openWebSockets.peakRssMb <= 300)} |`);
+  }
+  if (ttft) rows.push(`| time to first token, warm pool vs cold (MODEL_LOAD_DELAY_MS=${ttft.modelLoadDelayMs}) | ${fmt(ttft.warmMedianMs, 0)} ms vs ${fmt(ttft.coldMedianMs, 0)} ms: ${fmt(ttft.coldOverWarm, 0)} × sooner | (no target) |`);
+  if (rows.length === 0) return [];
+  return ['## Targets', '', '| target | figure (medians) | |', '| --- | --- | --- |', ...rows, ''];
+}
+
 /** docs/benchmarks.md from the raw results; the analysis text lives in bench/analysis.md. */
 export function writeReport(resultsDir: string, out: string): void {
   const proxy = load(resultsDir, 'proxy');
@@ -53,17 +75,33 @@ export function writeReport(resultsDir: string, out: string): void {
     lines.push(`- ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGb} GB, Linux ${machine.kernel}, Node ${machine.node}; load, client and servers share these cores.`);
   }
   lines.push(
-    '- `npm run bench` (all parts), `BENCH_ONLY=proxy|streams|ttft npm run bench` (one part), `BENCH_QUICK=1 npm run bench` (smoke run, results in `*.quick.json`, report untouched).',
+    '- `npm run bench` (all parts), `BENCH_ONLY=proxy,profile npm run bench` (a comma-separated subset of proxy, profile, streams, ttft), `BENCH_QUICK=1 npm run bench` (smoke run, results in `*.quick.json`, report untouched).',
     '- Needs `wrk` and `nginx` on PATH for the proxy part: `apt-get install -y nginx-light wrk`. configurable-http-proxy is a devDependency.',
     '- HTTP load: `wrk -t1 -c{1,32,256} -d8s --latency` on `GET /healthz` of the reference worker (a small JSON body), keep-alive; 3 rounds. nginx runs one worker process, `proxy_http_version 1.1`, upstream `keepalive 256`, `proxy_buffering off`.',
     '',
   );
+  lines.push(...targets(proxy, streams, ttft));
   const analysis = path.join(path.dirname(resultsDir), 'analysis.md');
   if (existsSync(analysis)) lines.push(readFileSync(analysis, 'utf8').trim(), '');
 
   lines.push('## 1. Proxy throughput and latency', '', 'The same worker process reached directly, through warmpool (`/sessions/{id}/healthz`, `POOL_SIZE=1`), through configurable-http-proxy 5.3 (CHP, the JupyterHub proxy, itself on http-proxy-3) and through nginx 1.22.', '');
   if (proxy) lines.push(...proxySection(proxy, 'Current hot path'));
   if (before) lines.push(...proxySection(before, 'Before: every request through http-proxy-3 (decision record)'));
+  const profile = load(resultsDir, 'profile');
+  if (profile) {
+    lines.push(
+      '### Where the controller\'s CPU goes (`node --cpu-prof`, current hot path)',
+      '',
+      `The controller under \`wrk -c32\` on a session's \`/healthz\` (${fmt(profile.load.rps, 0)} req/s in that run), ${fmt(profile.busySeconds)} s of busy samples; self time by part of the stack:`,
+      '',
+      '| part | share of busy samples |',
+      '| --- | ---: |',
+      ...(profile.categories as Json[]).map((c) => `| ${c.name} | ${fmt(c.share * 100, 1)} % |`),
+      '',
+      'Top functions (self time): ' + (profile.topFunctions as Json[]).slice(0, 8).map((f) => `\`${f.name.trim()}\` ${fmt(f.share * 100, 1)} %`).join(', ') + '.',
+      '',
+    );
+  }
 
   if (streams) {
     const ia = streams.interArrival as Json;
