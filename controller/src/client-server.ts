@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import express, { type NextFunction, type Request, type Response } from 'express';
@@ -16,6 +17,17 @@ export interface ClientServerDeps {
   proxy: Proxy;
   metrics: Metrics;
   logger: Logger;
+}
+
+/** A client's own request id is kept when it is short and plain, so logs can be joined across hops. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Gives the request an id (the client's, or a new one) that the worker also receives. */
+function requestId(req: http.IncomingMessage): string {
+  const given = req.headers['x-request-id'];
+  const id = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+  req.headers['x-request-id'] = id;
+  return id;
 }
 
 /** `/sessions/{id}` and `/sessions/{id}/{rest}`, matched on the raw (undecoded) path. */
@@ -72,7 +84,7 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
 
   async function createSession(req: http.IncomingMessage): Promise<{ token: string; worker: SessionWorker }> {
     authorize(req);
-    return sessions.create(clientOf(req));
+    return sessions.create(clientOf(req), req.headers['x-request-id'] as string);
   }
 
   function target(worker: SessionWorker, url: string, responseHeaders?: Record<string, string>): ProxyTarget {
@@ -110,6 +122,7 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
   const app = controlApi();
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    res.setHeader('x-request-id', requestId(req));
     const r = route(req.url ?? '/');
     if (r.kind === 'control') {
       app(req, res);
@@ -159,7 +172,7 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
       res.setHeader('cache-control', 'no-store').json(sessions.describe(req.params.id as string));
     });
     api.delete('/sessions/:id', async (req, res) => {
-      await sessions.end(req.params.id as string);
+      await sessions.end(req.params.id as string, req.headers['x-request-id'] as string);
       res.status(204).end();
     });
     api.all('/sessions', () => { throw errors.methodNotAllowed(); });
@@ -178,6 +191,7 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
 
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
+    requestId(req);
     try {
       const r = route(req.url ?? '/');
       const token = r.kind === 'explicit' ? r.token : r.kind === 'implicit' ? tokenFromRequest(req) : undefined;

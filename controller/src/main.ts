@@ -14,6 +14,8 @@ import { ConfigError, parseConfig, type Config } from './config.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { ClaimQueue } from './pool/claim-queue.js';
+import { createKubeApi, loadKubeConfig } from './pool/kube-client.js';
+import { KubePool } from './pool/kubernetes.js';
 import { LocalPool } from './pool/local.js';
 import type { PoolBackend } from './pool/types.js';
 import { createProxy } from './proxy.js';
@@ -64,11 +66,28 @@ function localBackend(): PoolBackend {
   });
 }
 
-if (choice.backend === 'kubernetes') {
-  logger.fatal('the kubernetes backend is not part of this build yet; set BACKEND=local');
-  process.exit(1);
+function kubernetesBackend(): PoolBackend {
+  const api = createKubeApi(loadKubeConfig(), {
+    namespace: config.NAMESPACE,
+    count: (verb, code) => metrics.kubeRequests.inc({ verb, code }),
+  });
+  return new KubePool({
+    api,
+    queue,
+    logger,
+    metrics,
+    replica,
+    selector: config.POOL_SELECTOR,
+    labelKey: config.POOL_LABEL_KEY,
+    deployment: config.POOL_DEPLOYMENT,
+    poolSize: config.POOL_SIZE,
+    workerPort: config.WORKER_PORT,
+    activityFlushMs: config.ACTIVITY_FLUSH_S * 1000,
+    retryAfterS,
+  });
 }
-const backend = localBackend();
+
+const backend = choice.backend === 'kubernetes' ? kubernetesBackend() : localBackend();
 const sessions = new Sessions(backend, {
   maxSessions: config.MAX_SESSIONS,
   maxPerClient: config.MAX_SESSIONS_PER_CLIENT,
@@ -99,15 +118,16 @@ function listen(server: http.Server, port: number): Promise<number> {
 const reapEveryMs = Math.max(50, Math.min(5000, (config.SESSION_IDLE_TIMEOUT_S * 1000) / 4, (config.SESSION_MAX_LIFETIME_S * 1000) / 4));
 const reaper = setInterval(() => void sessions.reap(), reapEveryMs);
 
+// Ports open before the pool is in sync: until then /readyz says no and claims get 503, which
+// is better than a replica that looks dead while the API server is slow.
 try {
-  await backend.start();
   const [port, adminPort] = await Promise.all([listen(client, config.PORT), listen(admin, config.ADMIN_PORT)]);
   logger.info({ port, adminPort, poolSize: config.POOL_SIZE }, 'listening');
 } catch (err) {
-  logger.fatal({ err: (err as Error).message }, 'cannot start');
-  await backend.stop();
+  logger.fatal({ err: (err as Error).message }, 'cannot listen');
   process.exit(1);
 }
+await backend.start();
 
 /**
  * Shutdown: stop taking work (readiness turns false, no new connections or sessions), give

@@ -68,7 +68,11 @@ export class Sessions {
     private readonly logger: Logger,
     private readonly now: () => number = Date.now,
   ) {
-    backend.onLost((hash, worker, why) => {
+    backend.onGone((hash, worker, kind, why) => {
+      if (kind === 'ended') {
+        this.forget(hash, 'session_ended');
+        return;
+      }
       this.forget(hash, 'session_lost');
       this.metrics.sessionsEnded.inc({ reason: 'lost' });
       this.logger.warn({ session: hash.slice(0, 12), worker, why }, 'session lost');
@@ -85,7 +89,7 @@ export class Sessions {
     return createHash('sha256').update(`client:${raw}`).digest('hex').slice(0, 16);
   }
 
-  async create(client: string): Promise<{ token: string; worker: SessionWorker }> {
+  async create(client: string, reqId?: string): Promise<{ token: string; worker: SessionWorker }> {
     if (this.closing) throw errors.shuttingDown();
     let active = this.claiming;
     let mine = this.claimingByClient.get(client) ?? 0;
@@ -112,7 +116,7 @@ export class Sessions {
       this.metrics.claimDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
       this.activity.set(hash, { last: this.now(), inFlight: 0 });
       this.publish();
-      this.logger.info({ session: hash.slice(0, 12), worker: worker.worker }, 'session claimed');
+      this.logger.info({ session: hash.slice(0, 12), worker: worker.worker, reqId }, 'session claimed');
       return { token, worker };
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'error';
@@ -155,9 +159,9 @@ export class Sessions {
     return expiresAt({ createdAt: worker.createdAt, lastActivity: this.lastActivity(worker) }, this.limits);
   }
 
-  async end(token: string): Promise<void> {
+  async end(token: string, reqId?: string): Promise<void> {
     const worker = this.resolve(token);
-    await this.finish(worker, 'deleted');
+    await this.finish(worker, 'deleted', reqId);
   }
 
   /** Marks the start of an exchange; the returned function marks its end. Both count as activity. */
@@ -207,12 +211,28 @@ export class Sessions {
     return Math.max(s.lastActivity, this.activity.get(s.hash)?.last ?? 0);
   }
 
-  private async finish(worker: SessionWorker, reason: EndReason): Promise<void> {
+  /**
+   * The tombstone goes first, so a request racing the release already answers 410; it is taken
+   * back when the backend did not end the session after all.
+   */
+  private async finish(worker: SessionWorker, reason: EndReason, reqId?: string): Promise<void> {
+    const activity = this.activity.get(worker.hash);
     this.forget(worker.hash, 'session_ended');
-    await this.backend.release(worker.hash, reason);
-    this.publish();
+    let ended: boolean;
+    try {
+      ended = await this.backend.release(worker.hash, reason);
+    } finally {
+      this.publish();
+    }
+    if (!ended) {
+      if (this.backend.lookup(worker.hash)) {
+        this.gone.delete(worker.hash);
+        if (activity) this.activity.set(worker.hash, activity);
+      }
+      return;
+    }
     this.metrics.sessionsEnded.inc({ reason });
-    this.logger.info({ session: worker.hash.slice(0, 12), worker: worker.worker, reason }, 'session ended');
+    this.logger.info({ session: worker.hash.slice(0, 12), worker: worker.worker, reason, reqId }, 'session ended');
   }
 
   private forget(hash: string, why: Gone): void {

@@ -144,7 +144,8 @@ describe('bad input', () => {
     const c = await startController({ POOL_SIZE: '1', LOCAL_WORKER_CMD: ECHO_WORKER, LOG_LEVEL: 'trace', API_TOKENS: 'test-api-token-0123456789' });
     try {
       await waitWarm(c, 1);
-      const id = await createSession(c, { authorization: 'Bearer test-api-token-0123456789' });
+      const id = await createSession(c, { authorization: 'Bearer test-api-token-0123456789', 'x-request-id': 'trace-1234' });
+      await eventually('the claim is logged with the request id', () => c.output.find((l) => l.includes('"session claimed"') && l.includes('"reqId":"trace-1234"')));
       const seen = async (init: RequestInit, path = `/sessions/${id}/echo?q=1`) => {
         const res = await fetch(`${c.base}${path}`, init);
         assert.equal(res.status, 200);
@@ -160,6 +161,7 @@ describe('bad input', () => {
         assert.equal(got.headers['x-forwarded-for'], '127.0.0.1');
       }
       assert.equal(explicit.headers.cookie, 'a=1; b=2');
+      assert.match(explicit.headers['x-request-id'] ?? '', /^[0-9a-f-]{36}$/, 'the worker gets a request id');
       assert.equal(viaHeader.headers['x-hop'], undefined);
       const unauthorized = await fetch(`${c.base}/sessions`, { method: 'POST', headers: { authorization: 'Bearer wrong-token-wrong-token' } });
       assert.equal(unauthorized.status, 401);

@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { claimInOrder, type ClaimQueue } from './claim-queue.js';
-import type { ClaimRequest, EndReason, PoolBackend, PoolSnapshot, SessionWorker } from './types.js';
+import type { ClaimRequest, EndReason, GoneListener, PoolBackend, PoolSnapshot, SessionWorker } from './types.js';
 
 export interface LocalPoolOptions {
   size: number;
@@ -65,7 +65,7 @@ export class LocalPool implements PoolBackend {
   readonly name = 'local';
   private readonly workers = new Map<string, LocalWorker>();
   private readonly bySession = new Map<string, LocalWorker>();
-  private readonly lostListeners: ((hash: string, worker: string, why: string) => void)[] = [];
+  private readonly goneListeners: GoneListener[] = [];
   private spawning = 0;
   private serial = 0;
   /** Consecutive workers that died before turning warm; spaces out restarts of a broken command. */
@@ -106,11 +106,12 @@ export class LocalPool implements PoolBackend {
     if (worker?.session && at > worker.session.lastActivity) worker.session = { ...worker.session, lastActivity: at };
   }
 
-  async release(hash: string, _reason: EndReason): Promise<void> {
+  async release(hash: string, _reason: EndReason): Promise<boolean> {
     const worker = this.bySession.get(hash);
-    if (!worker) return;
+    if (!worker) return false;
     this.bySession.delete(hash);
     await this.terminate(worker);
+    return true;
   }
 
   snapshot(): PoolSnapshot {
@@ -123,8 +124,8 @@ export class LocalPool implements PoolBackend {
     return { backend: this.name, ...count, pendingClaims: this.options.queue.length };
   }
 
-  onLost(listener: (hash: string, worker: string, why: string) => void): void {
-    this.lostListeners.push(listener);
+  onGone(listener: GoneListener): void {
+    this.goneListeners.push(listener);
   }
 
   async stop(): Promise<void> {
@@ -228,7 +229,7 @@ export class LocalPool implements PoolBackend {
     if (previous === 'assigned' && worker.session) {
       this.bySession.delete(worker.session.hash);
       const why = signal ? `killed by ${signal}` : `exited with code ${code}`;
-      for (const listener of this.lostListeners) listener(worker.session.hash, worker.name, why);
+      for (const listener of this.goneListeners) listener(worker.session.hash, worker.name, 'lost', why);
     } else if (previous !== 'stopping') {
       this.options.logger.warn({ worker: worker.name, code, signal, state: previous }, 'worker exited unexpectedly');
     }

@@ -25,6 +25,8 @@ export interface SessionWorker {
 
 export type EndReason = 'deleted' | 'idle' | 'lifetime' | 'orphan' | 'shutdown';
 
+export type GoneListener = (hash: string, worker: string, kind: 'ended' | 'lost', why: string) => void;
+
 export interface ClaimRequest {
   hash: string;
   client: string;
@@ -50,13 +52,20 @@ export interface PoolBackend {
   claim(request: ClaimRequest): Promise<SessionWorker>;
   lookup(hash: string): SessionWorker | undefined;
   sessions(): Iterable<SessionWorker>;
-  /** Ends the session: the worker is stopped or deleted. Idempotent. */
-  release(hash: string, reason: EndReason): Promise<void>;
+  /**
+   * Ends the session: the worker is stopped or deleted. Resolves false when the session was not
+   * ended after all: already gone, or (kubernetes) the pod changed since an idle or lifetime
+   * decision, e.g. another replica recorded activity.
+   */
+  release(hash: string, reason: EndReason): Promise<boolean>;
   /** The router saw traffic; a backend may persist it (throttled) so other replicas see it. */
   recordActivity(hash: string, at: number): void;
   snapshot(): PoolSnapshot;
-  /** Called when a claimed worker disappears without a release: its session is lost. */
-  onLost(listener: (hash: string, worker: string, why: string) => void): void;
+  /**
+   * Called when a session's worker goes away other than through this replica's release: `lost`
+   * when the worker died or was deleted by someone else, `ended` when another replica ended it.
+   */
+  onGone(listener: GoneListener): void;
   /** Stops maintaining the pool; the local backend also stops every process it started. */
   stop(): Promise<void>;
 }

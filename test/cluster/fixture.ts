@@ -1,0 +1,132 @@
+/**
+ * A namespace with the pool Deployment (replicas 0: the controller sets them), the controller's
+ * ServiceAccount bound to its Role, and a kubeconfig from that ServiceAccount's token, plus
+ * helpers to start controller replicas against it and to look at the pool's pods.
+ */
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startController, type Controller } from '../integration/harness.js';
+import { isAlreadyExists, isNotFound, Kube, serviceAccountKubeconfig, type ObjectMeta } from './kube.js';
+import { kubeconfigPath } from './paths.js';
+import { waitUntil } from './wait.js';
+
+export const POOL = 'chatbot-worker';
+const SA = 'warmpool-controller';
+
+export interface Pod {
+  metadata: ObjectMeta & { annotations?: Record<string, string> };
+  status?: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
+}
+
+/** The Role of DESIGN section 4: what the backend's code uses, and nothing else. */
+export const CONTROLLER_RULES = [
+  { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch', 'patch', 'delete'] },
+  { apiGroups: ['apps'], resources: ['deployments'], resourceNames: [POOL], verbs: ['get'] },
+  { apiGroups: ['apps'], resources: ['deployments/scale'], resourceNames: [POOL], verbs: ['get', 'patch', 'update'] },
+];
+
+export const isReady = (p: Pod): boolean =>
+  p.status?.phase === 'Running' && !p.metadata.deletionTimestamp && !!p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+
+export const hashOf = (token: string): string => createHash('sha256').update(token).digest('hex').slice(0, 40);
+
+export async function poolFixture(ns: string, workerEnv: Record<string, string> = {}) {
+  const kube = Kube.fromKubeconfig(kubeconfigPath);
+  const dir = mkdtempSync(join(tmpdir(), 'warmpool-backend-'));
+  const podsPath = `/api/v1/namespaces/${ns}/pods`;
+  const deploymentPath = `/apis/apps/v1/namespaces/${ns}/deployments/${POOL}`;
+  const running: Controller[] = [];
+
+  await kube.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } }).catch((err: unknown) => {
+    if (!isAlreadyExists(err)) throw err;
+  });
+  await waitUntil('the default ServiceAccount exists', () => kube.get(`/api/v1/namespaces/${ns}/serviceaccounts/default`));
+  await kube.create(`/api/v1/namespaces/${ns}/serviceaccounts`, { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: SA } });
+  await kube.create(`/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/roles`, {
+    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: SA }, rules: CONTROLLER_RULES,
+  });
+  await kube.create(`/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/rolebindings`, {
+    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: SA },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: SA },
+    subjects: [{ kind: 'ServiceAccount', name: SA, namespace: ns }],
+  });
+  const labels = { 'app.kubernetes.io/name': POOL, assigned: 'not_assigned' };
+  await kube.create(`/apis/apps/v1/namespaces/${ns}/deployments`, {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name: POOL, labels: { 'app.kubernetes.io/name': POOL } },
+    spec: {
+      replicas: 0,
+      selector: { matchLabels: labels },
+      template: {
+        metadata: { labels },
+        spec: {
+          terminationGracePeriodSeconds: 5,
+          automountServiceAccountToken: false,
+          containers: [{
+            name: 'worker',
+            image: 'warmpool/chatbot-worker:dev',
+            ports: [{ name: 'http', containerPort: 8080 }],
+            env: Object.entries({ PORT: '8080', MODEL_LOAD_DELAY_MS: '300', ...workerEnv }).map(([name, value]) => ({ name, value })),
+            readinessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 1, failureThreshold: 3 },
+          }],
+        },
+      },
+    },
+  });
+  const saKubeconfig = join(dir, 'kubeconfig');
+  writeFileSync(saKubeconfig, await serviceAccountKubeconfig(kube, ns, SA));
+
+  const pods = async (selector: string): Promise<Pod[]> =>
+    (await kube.get<{ items: Pod[] }>(`${podsPath}?labelSelector=${encodeURIComponent(selector)}`)).items.filter((p) => !p.metadata.deletionTimestamp);
+  const claimed = () => pods(`app.kubernetes.io/name=${POOL},assigned=assigned`);
+
+  return {
+    kube,
+    ns,
+    podsPath,
+    deploymentPath,
+    saKubeconfig,
+    running,
+    pods,
+    claimed,
+    async warmReady(n: number): Promise<Pod[] | undefined> {
+      const ready = (await pods(`app.kubernetes.io/name=${POOL},assigned=not_assigned`)).filter(isReady);
+      return ready.length >= n ? ready : undefined;
+    },
+    async podOf(token: string): Promise<Pod | undefined> {
+      return (await claimed()).find((p) => p.metadata.labels?.['warmpool.dev/session'] === hashOf(token));
+    },
+    /** Starts a replica as a local process with the ServiceAccount kubeconfig and waits until it is ready. */
+    async controller(name: string, env: Record<string, string> = {}): Promise<Controller> {
+      const c = await startController({
+        BACKEND: 'kubernetes',
+        KUBECONFIG: saKubeconfig,
+        NAMESPACE: ns,
+        POD_NAME: name,
+        POOL_SIZE: '3',
+        CLAIM_TIMEOUT_MS: '15000',
+        ACTIVITY_FLUSH_S: '0.5',
+        LOG_LEVEL: 'info',
+        ...env,
+      });
+      running.push(c);
+      await waitUntil(`${name} is ready`, async () => ((await fetch(`${c.admin}/readyz`)).status === 200 ? true : undefined), 60_000);
+      return c;
+    },
+    async stopAll(): Promise<void> {
+      await Promise.all(running.splice(0).map((c) => c.stop()));
+    },
+    async teardown(): Promise<void> {
+      await Promise.all(running.splice(0).map((c) => c.stop()));
+      await kube.delete(`/api/v1/namespaces/${ns}`).catch(() => undefined);
+      await waitUntil('the namespace is gone', () => kube.get(`/api/v1/namespaces/${ns}`).then(() => undefined, (err: unknown) => (isNotFound(err) ? true : Promise.reject(err))), 120_000).catch(() => undefined);
+      kube.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export type PoolFixture = Awaited<ReturnType<typeof poolFixture>>;

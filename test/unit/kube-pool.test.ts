@@ -1,0 +1,182 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { createLogger } from '../../controller/src/log.js';
+import { createMetrics } from '../../controller/src/metrics.js';
+import { ClaimQueue } from '../../controller/src/pool/claim-queue.js';
+import type { KubeApi, PodInfo, PodWatchHandlers } from '../../controller/src/pool/kube-client.js';
+import { ENDED, KubePool, SESSION_LABEL } from '../../controller/src/pool/kubernetes.js';
+
+class ApiError extends Error {
+  constructor(readonly code: number) {
+    super(`HTTP ${code}`);
+  }
+}
+
+/**
+ * An in-memory API server for pods: resourceVersions, conditional merge patches (409 when
+ * stale), preconditioned deletes, and watch events delivered on demand so a test decides when
+ * the informer "sees" a change.
+ */
+class FakeApi implements KubeApi {
+  pods = new Map<string, PodInfo>();
+  handlers!: PodWatchHandlers;
+  version = 100;
+  patches = 0;
+  scaled: number | undefined;
+  /** Writes that happen "elsewhere" just before our next patch lands, to provoke conflicts. */
+  beforePatch: ((name: string) => void) | undefined;
+
+  addWarm(name: string, ip: string): PodInfo {
+    const pod: PodInfo = {
+      name, uid: `uid-${name}`, resourceVersion: String(++this.version), labels: { 'app.kubernetes.io/name': 'chatbot-worker', assigned: 'not_assigned' },
+      annotations: {}, phase: 'Running', ready: true, readySince: 2000, createdAt: 1000, podIP: ip, deleting: false,
+    };
+    this.pods.set(name, pod);
+    return pod;
+  }
+
+  sync(): void {
+    for (const pod of this.pods.values()) this.handlers.upsert(pod);
+    this.handlers.synced();
+  }
+
+  watchPods(_selector: string, handlers: PodWatchHandlers) {
+    this.handlers = handlers;
+    queueMicrotask(() => this.sync());
+    return { stop: async () => undefined };
+  }
+
+  async patchPod(name: string, rv: string | undefined, labels: Record<string, string | null>, annotations: Record<string, string | null>): Promise<PodInfo> {
+    this.patches++;
+    this.beforePatch?.(name);
+    const pod = this.pods.get(name);
+    if (!pod) throw new ApiError(404);
+    if (rv !== undefined && rv !== pod.resourceVersion) throw new ApiError(409);
+    const next: PodInfo = {
+      ...pod,
+      resourceVersion: String(++this.version),
+      labels: { ...pod.labels, ...labels } as Record<string, string>,
+      annotations: { ...pod.annotations, ...annotations } as Record<string, string>,
+    };
+    this.pods.set(name, next);
+    return next;
+  }
+
+  async deletePod(name: string, uid: string, rv?: string): Promise<void> {
+    const pod = this.pods.get(name);
+    if (!pod) throw new ApiError(404);
+    if (pod.uid !== uid || (rv !== undefined && rv !== pod.resourceVersion)) throw new ApiError(409);
+    this.pods.delete(name);
+  }
+
+  async deploymentExists(): Promise<boolean> {
+    return true;
+  }
+
+  async scaleDeployment(_name: string, replicas: number): Promise<void> {
+    this.scaled = replicas;
+  }
+}
+
+async function poolWith(api: FakeApi, timeoutMs = 200) {
+  const metrics = createMetrics();
+  const pool = new KubePool({
+    api,
+    queue: new ClaimQueue({ timeoutMs, maxPending: 10, retryAfterS: () => 1 }),
+    logger: createLogger('silent'),
+    metrics,
+    replica: 'test-replica',
+    selector: { 'app.kubernetes.io/name': 'chatbot-worker' },
+    labelKey: 'assigned',
+    deployment: 'chatbot-worker',
+    poolSize: 3,
+    workerPort: 8080,
+    activityFlushMs: 60_000,
+    retryAfterS: 1,
+    random: () => 0,
+  });
+  await pool.start();
+  return { pool, metrics };
+}
+
+describe('kubernetes backend on a fake API', () => {
+  test('when a claim succeeds, then the pod carries the session labels and annotations and routes by hash', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    const { pool } = await poolWith(api);
+    const s = await pool.claim({ hash: 'a'.repeat(40), client: 'c1' });
+    const stored = api.pods.get('w1') as PodInfo;
+    assert.equal(stored.labels.assigned, 'assigned');
+    assert.equal(stored.labels[SESSION_LABEL], 'a'.repeat(40));
+    assert.equal(stored.annotations['warmpool.dev/claimed-by'], 'test-replica');
+    assert.deepEqual(s.endpoint, { host: '127.0.9.1', port: 8080 });
+    assert.equal(pool.lookup('a'.repeat(40))?.worker, 'w1');
+    assert.equal(api.scaled, 3);
+    await pool.stop();
+  });
+
+  test('when the chosen pod changed meanwhile, then the claim counts a conflict, drops it and takes another', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    api.addWarm('w2', '127.0.9.2');
+    const { pool, metrics } = await poolWith(api);
+    // Another replica claims w1 between our cache read and our write.
+    api.beforePatch = (name) => {
+      api.beforePatch = undefined;
+      const pod = api.pods.get(name) as PodInfo;
+      api.pods.set(name, { ...pod, resourceVersion: String(++api.version), labels: { ...pod.labels, assigned: 'assigned' } });
+    };
+    const s = await pool.claim({ hash: 'b'.repeat(40), client: 'c1' });
+    assert.equal(s.worker, 'w2');
+    const conflicts = (await metrics.claimsTotal.get()).values.find((v) => v.labels.result === 'conflict');
+    assert.equal(conflicts?.value, 1);
+    await pool.stop();
+  });
+
+  test('when every candidate conflicts and none turns free, then the claim gives up with 503 no_warm_worker', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    const { pool } = await poolWith(api, 100);
+    api.beforePatch = (name) => {
+      const pod = api.pods.get(name) as PodInfo;
+      api.pods.set(name, { ...pod, resourceVersion: String(++api.version) });
+    };
+    await assert.rejects(pool.claim({ hash: 'c'.repeat(40), client: 'c1' }), { code: 'no_warm_worker', status: 503 });
+    assert.equal(api.patches, 1, 'a dropped candidate is not retried until the watch shows it again');
+    await pool.stop();
+  });
+
+  test('when a claimed pod is deleted by someone else, then its session is reported lost; when marked ended, reported ended', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    api.addWarm('w2', '127.0.9.2');
+    const { pool } = await poolWith(api);
+    const gone: string[] = [];
+    pool.onGone((hash, _w, kind) => gone.push(`${hash[0]}:${kind}`));
+    const a = await pool.claim({ hash: 'a'.repeat(40), client: 'c' });
+    const b = await pool.claim({ hash: 'b'.repeat(40), client: 'c' });
+    const podA = api.pods.get(a.worker) as PodInfo;
+    api.handlers.upsert({ ...podA, resourceVersion: String(++api.version), deleting: true });
+    const podB = api.pods.get(b.worker) as PodInfo;
+    api.handlers.remove({ ...podB, annotations: { ...podB.annotations, [ENDED]: 'idle' } });
+    assert.deepEqual(gone, ['a:lost', 'b:ended']);
+    assert.equal(pool.lookup(a.hash), undefined);
+    assert.equal(pool.lookup(b.hash), undefined);
+    await pool.stop();
+  });
+
+  test('when an idle end races activity written elsewhere, then the conditional write fails and the session stays', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    const { pool } = await poolWith(api);
+    const s = await pool.claim({ hash: 'd'.repeat(40), client: 'c' });
+    const pod = api.pods.get(s.worker) as PodInfo;
+    api.pods.set(s.worker, { ...pod, resourceVersion: String(++api.version), annotations: { ...pod.annotations, 'warmpool.dev/last-activity': new Date().toISOString() } });
+    assert.equal(await pool.release(s.hash, 'idle'), false);
+    assert.ok(api.pods.has(s.worker), 'the pod is not deleted');
+    assert.equal(pool.lookup(s.hash)?.worker, 'w1');
+    assert.equal(await pool.release(s.hash, 'deleted'), true);
+    assert.ok(!api.pods.has(s.worker), 'an explicit end deletes the pod');
+    await pool.stop();
+  });
+});
