@@ -3,7 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ROOT } from '../test/integration/harness.js';
+import { ROOT, type Controller } from '../test/integration/harness.js';
 
 /** BENCH_QUICK=1: every phase shortened and repeated less, to check that the bench runs at all. */
 export const QUICK = process.env.BENCH_QUICK === '1';
@@ -173,4 +173,10 @@ export function wrk(url: string, connections: number, seconds: number): Promise<
       resolve(parseWrk(stdout));
     });
   });
+}
+
+/** Stops a controller and fails the benchmark if it did not exit cleanly (a crash under load is a finding, not noise). */
+export async function stopController(c: Controller): Promise<void> {
+  const code = await c.stop();
+  if (code !== 0) throw new Error(`the controller exited with code ${code}:\n${c.output.slice(-20).join('\n')}`);
 }

@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createSession, ROOT, startController, waitWarm } from '../test/integration/harness.js';
-import { childPids, cpuSeconds, envPort, freePort, median, QUICK, round, startProcess, waitHttp, wrk, type Proc, type WrkResult } from './lib.js';
+import { childPids, cpuSeconds, envPort, freePort, median, QUICK, round, startProcess, stopController, waitHttp, wrk, type Proc, type WrkResult } from './lib.js';
 
 interface Target {
   name: 'direct' | 'warmpool' | 'chp' | 'nginx';
@@ -107,7 +107,7 @@ export async function benchProxy(): Promise<{ runs: ProxyRun[]; summary: Record<
     return { runs, summary: summarize(runs) };
   } finally {
     for (const h of helpers) await h.stop();
-    await controller.stop();
+    await stopController(controller);
   }
 }
 

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
 import { createSession, ROOT, startController, waitWarm, type Controller } from '../test/integration/harness.js';
-import { cpuSeconds, envPort, percentile, QUICK, round, rssMb } from './lib.js';
+import { cpuSeconds, envPort, percentile, QUICK, round, rssMb, stopController } from './lib.js';
 
 /** Arrival times (ms, monotonic) of each SSE event of one streamed chat reply. */
 function sseArrivals(url: string, message: string): Promise<number[]> {
@@ -60,7 +60,7 @@ async function interArrival(): Promise<Record<string, unknown>> {
     const w = stats(out.warmpool);
     return { tokenDelayMs, replies, direct: d, warmpool: w, p50AddedMs: round(w.p50Ms - d.p50Ms, 3), p99AddedMs: round(w.p99Ms - d.p99Ms, 3) };
   } finally {
-    await c.stop();
+    await stopController(c);
   }
 }
 
@@ -143,7 +143,7 @@ async function manySse(count: number): Promise<Record<string, unknown>> {
     return { streams: count, tickMs, openSeconds, idleRssMb, openRssMb, peakRssMb, cpuShareOfOneCore: cpu, eventsPerSecond, expectedEventsPerSecond: round(count * 1000 / tickMs, 0) };
   } finally {
     for (const s of streams) s.req.destroy();
-    await c.stop();
+    await stopController(c);
   }
 }
 
@@ -183,7 +183,7 @@ async function manyWebSockets(count: number): Promise<Record<string, unknown>> {
     return { sockets: count, tokenDelayMs, openSeconds, idleRssMb, openRssMb, peakRssMb, idleCpuShareOfOneCore: idleCpu, chattingCpuShareOfOneCore: chatCpu, framesPerSecond };
   } finally {
     for (const ws of sockets) ws.terminate();
-    await c.stop();
+    await stopController(c);
   }
 }
 

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startController, waitWarm, type Controller } from '../test/integration/harness.js';
-import { median, QUICK, round } from './lib.js';
+import { median, QUICK, round, stopController } from './lib.js';
 
 /** POST /sessions, then a streamed chat on it: ms from the first byte sent to the first token. */
 async function firstToken(c: Controller): Promise<{ ms: number; id: string }> {
@@ -57,7 +57,7 @@ export async function benchTtft(): Promise<Record<string, unknown>> {
       console.log(`   warm ${w.ms} ms, cold ${k.ms} ms`);
     }
   } finally {
-    await c.stop();
+    await stopController(c);
   }
 
   const claimTimeoutMs = 3000;
@@ -68,7 +68,7 @@ export async function benchTtft(): Promise<Record<string, unknown>> {
     const res = await fetch(`${z.base}/sessions`, { method: 'POST' });
     poolSizeZero = { claimTimeoutMs, status: res.status, body: await res.json(), afterMs: round(performance.now() - t0, 0) };
   } finally {
-    await z.stop();
+    await stopController(z);
   }
   const warmMs = median(warm);
   const coldMs = median(cold);

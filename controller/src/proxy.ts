@@ -81,6 +81,14 @@ export function createProxy(options: ProxyOptions) {
   /** Upgraded client sockets: the HTTP server no longer tracks them, so close() must. */
   const upgraded = new Set<Duplex>();
 
+  // http-proxy-3 re-emits a client socket's errors here and throws them when no one listens,
+  // which would end the process: a client that resets its WebSocket (a closed tab, a dropped
+  // network) is ordinary, and only that socket must go.
+  wsProxy.on('error', (err, _req, socket) => {
+    logger.debug({ err: { code: (err as NodeJS.ErrnoException).code, message: err.message } }, 'websocket client socket error');
+    socket.destroy();
+  });
+
   wsProxy.on('open', (proxySocket) => {
     metrics.websocketsActive.inc();
     proxySocket.once('close', () => metrics.websocketsActive.dec());
