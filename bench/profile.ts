@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -42,7 +42,8 @@ async function until<T>(what: string, check: () => T | undefined, ms = 30_000): 
 /**
  * The controller under the proxy benchmark's load (c=32 on a session's /healthz), run with
  * `node --cpu-prof`: the share of busy samples per part of the stack, to say where a request's
- * CPU goes. The raw .cpuprofile stays in a temporary directory (open it in Chrome DevTools).
+ * CPU goes. The raw .cpuprofile (tens of MB) is summarised and removed; for a flame graph, run
+ * `node --cpu-prof controller/dist/main.js` under load and open the file in Chrome DevTools.
  */
 export async function benchProfile(): Promise<Record<string, unknown>> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'warmpool-prof-'));
@@ -65,6 +66,7 @@ export async function benchProfile(): Promise<Record<string, unknown>> {
   const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
   if (!file) throw new Error(`no profile written in ${dir}`);
   const profile = JSON.parse(readFileSync(path.join(dir, file), 'utf8')) as CpuProfile;
+  rmSync(dir, { recursive: true, force: true });
   const byId = new Map(profile.nodes.map((n) => [n.id, n.callFrame]));
   const byCategory = new Map<string, number>();
   const byFunction = new Map<string, number>();
@@ -81,5 +83,5 @@ export async function benchProfile(): Promise<Record<string, unknown>> {
   });
   const share = (m: Map<string, number>, n: number) =>
     [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([name, t]) => ({ name, share: round(t / busy, 3) }));
-  return { load, profileDir: dir, busySeconds: round(busy / 1e6, 2), categories: share(byCategory, 12), topFunctions: share(byFunction, 15) };
+  return { load, busySeconds: round(busy / 1e6, 2), categories: share(byCategory, 12), topFunctions: share(byFunction, 15) };
 }
