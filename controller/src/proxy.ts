@@ -66,9 +66,9 @@ function origin(endpoint: Endpoint): string {
 
 /**
  * The session hot path. Plain requests are forwarded with undici's dispatcher over keep-alive
- * connections: `npm run bench` measured http-proxy-3 (Node's http client) at about a tenth of
- * nginx's throughput and below configurable-http-proxy's, undici well above both targets (see
- * docs/benchmarks.md). WebSocket upgrades stay on http-proxy-3, which handles the upgrade
+ * connections: `npm run bench` measured http-proxy-3 (Node's http client underneath) below
+ * configurable-http-proxy's throughput and at 0.13-0.19x nginx's, and undici past both targets
+ * (1.5x CHP, 0.3x nginx; see docs/benchmarks.md). WebSocket upgrades stay on http-proxy-3, which handles the upgrade
  * handshake and the socket splice. Either way the worker never sees the session token, API
  * credentials or hop-by-hop headers, and X-Forwarded-* is set.
  */
