@@ -14,8 +14,6 @@ import { ConfigError, parseConfig, type Config } from './config.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { ClaimQueue } from './pool/claim-queue.js';
-import { createKubeApi, loadKubeConfig } from './pool/kube-client.js';
-import { KubePool } from './pool/kubernetes.js';
 import { LocalPool } from './pool/local.js';
 import type { PoolBackend } from './pool/types.js';
 import { createProxy } from './proxy.js';
@@ -66,7 +64,13 @@ function localBackend(): PoolBackend {
   });
 }
 
-function kubernetesBackend(): PoolBackend {
+/**
+ * Loaded only when chosen: @kubernetes/client-node costs about 60 MB of memory and start time
+ * that a laptop on the local backend should not pay.
+ */
+async function kubernetesBackend(): Promise<PoolBackend> {
+  const { createKubeApi, loadKubeConfig } = await import('./pool/kube-client.js');
+  const { KubePool } = await import('./pool/kubernetes.js');
   const api = createKubeApi(loadKubeConfig(), {
     namespace: config.NAMESPACE,
     count: (verb, code) => metrics.kubeRequests.inc({ verb, code }),
@@ -87,7 +91,7 @@ function kubernetesBackend(): PoolBackend {
   });
 }
 
-const backend = choice.backend === 'kubernetes' ? kubernetesBackend() : localBackend();
+const backend = choice.backend === 'kubernetes' ? await kubernetesBackend() : localBackend();
 const sessions = new Sessions(backend, {
   maxSessions: config.MAX_SESSIONS,
   maxPerClient: config.MAX_SESSIONS_PER_CLIENT,

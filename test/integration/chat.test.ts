@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import type { Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { chat, createSession, eventually, parseLine, pool, startController, waitWarm, workerPid, type Controller } from './harness.js';
@@ -97,6 +99,22 @@ describe('sessions on the local backend', () => {
     assert.equal(reply?.reply, tokens);
     const history = (await (await fetch(`${c.base}/sessions/${id}/history`)).json()) as { turns: { message: string }[] };
     assert.deepEqual(history.turns.map((t) => t.message), ['hello over a socket']);
+  });
+
+  test('when a WebSocket client resets its connection mid-reply, then only that socket goes and the controller keeps serving', async () => {
+    const id = await createSession(c);
+    const ws = new WebSocket(`${c.base.replace('http', 'ws')}/sessions/${id}/ws`);
+    await new Promise<void>((resolve, reject) => {
+      ws.once('error', reject);
+      ws.once('open', () => ws.send(JSON.stringify({ message: 'tell me a long story about the pool' })));
+      ws.once('message', () => resolve());
+    });
+    // A TCP reset, as from a closed tab or a dropped network, not a WebSocket close.
+    (ws as unknown as { _socket: Socket })._socket.resetAndDestroy();
+    await sleep(500);
+    assert.equal(c.proc.exitCode, null, 'the controller is still running');
+    const { turn } = await chat(c, id, 'still there?');
+    assert.ok(turn >= 1, 'the session still answers');
   });
 
   test('when a request has no session and AUTO_SESSION is on, then one is claimed and the cookie or header keeps the client on it', async () => {

@@ -116,6 +116,21 @@ describe('bad input', () => {
     }
   });
 
+  test('when a worker stays silent past UPSTREAM_TIMEOUT_S, then the answer is 504 upstream_timeout and the session goes on', async () => {
+    const c = await startController({ POOL_SIZE: '1', UPSTREAM_TIMEOUT_S: '0.5', LOCAL_WORKER_CMD: ECHO_WORKER });
+    try {
+      await waitWarm(c, 1);
+      const id = await createSession(c);
+      const silent = await fetch(`${c.base}/sessions/${id}/silent`);
+      assert.equal(silent.status, 504);
+      assert.equal(((await silent.json()) as { error: string }).error, 'upstream_timeout');
+      const after = await fetch(`${c.base}/sessions/${id}/echo`);
+      assert.equal(after.status, 200);
+    } finally {
+      await c.stop();
+    }
+  });
+
   test('when an environment value is bad, then the controller exits 1 naming the variable', () => {
     const bad: [string, string][] = [['POOL_SIZE', 'three'], ['PORT', '70000'], ['AUTO_SESSION', 'maybe'], ['POOL_SELECTOR', 'no-equals'], ['API_TOKENS', 'short']];
     for (const [name, value] of bad) {
