@@ -32,7 +32,7 @@ function proxySection(p: Json, title: string): string[] {
 }
 
 /** The issue's targets against the figures of the latest run of each part. */
-function targets(proxy: Json | undefined, streams: Json | undefined, ttft: Json | undefined): string[] {
+function targets(claims: Json | undefined, proxy: Json | undefined, streams: Json | undefined, ttft: Json | undefined): string[] {
   const rows: string[] = [];
   if (proxy) {
     const s = proxy.summary as Json;
@@ -49,6 +49,12 @@ function targets(proxy: Json | undefined, streams: Json | undefined, ttft: Json 
     rows.push(`| controller RSS with ${streams.openWebSockets.sockets} open WebSockets <= 300 MB | ${fmt(streams.openWebSockets.peakRssMb, 1)} MB peak, CPU ${fmt(streams.openWebSockets.chattingCpuShareOfOneCore * 100, 0)} % of a core at ${fmt(streams.openWebSockets.framesPerSecond, 0)} frames/s | ${verdict(streams.openWebSockets.peakRssMb <= 300)} |`);
   }
   if (ttft) rows.push(`| time to first token, warm pool vs cold (MODEL_LOAD_DELAY_MS=${ttft.modelLoadDelayMs}) | ${fmt(ttft.warmMedianMs, 0)} ms vs ${fmt(ttft.coldMedianMs, 0)} ms: ${fmt(ttft.coldOverWarm, 0)} × sooner | (no target) |`);
+  if (claims) {
+    rows.push(`| claim p50 <= 1.5 × raw PATCH p50 + 2 ms (1 replica, warm pool) | ${fmt(claims.claim.p50Ms)} ms vs ${fmt(claims.claimTargetMs)} ms (raw ${fmt(claims.rawPatch.p50Ms)} ms) | ${verdict(claims.claim.p50Ms <= claims.claimTargetMs)} |`);
+    rows.push(`| claims/s >= 80 % of the raw PATCH rate, 1 replica | ${fmt(claims.burst1OverRaw * 100, 0)} % (${fmt(claims.burst1PerSecond, 0)} vs ${fmt(claims.rawPatch.burstPerSecond, 0)}/s) | ${verdict(claims.burst1OverRaw >= 0.8)} |`);
+    rows.push(`| claims/s >= 80 % of the raw PATCH rate, 3 replicas | ${fmt(claims.burst3OverRaw * 100, 0)} % (${fmt(claims.burst3PerSecond, 0)}/s) | ${verdict(claims.burst3OverRaw >= 0.8)} |`);
+    rows.push(`| zero double claims | ${claims.doubleClaims} | ${verdict(claims.doubleClaims === 0)} |`);
+  }
   if (rows.length === 0) return [];
   return ['## Targets', '', '| target | figure (medians) | |', '| --- | --- | --- |', ...rows, ''];
 }
@@ -59,6 +65,7 @@ export function writeReport(resultsDir: string, out: string): void {
   const before = load(resultsDir, 'proxy-http-proxy-3');
   const streams = load(resultsDir, 'streams');
   const ttft = load(resultsDir, 'ttft');
+  const claims = load(resultsDir, 'claims');
   const machine = (proxy ?? streams ?? ttft)?.machine as Json | undefined;
   const lines: string[] = [
     '# Benchmarks',
@@ -80,7 +87,7 @@ export function writeReport(resultsDir: string, out: string): void {
     '- HTTP load: `wrk -t1 -c{1,32,256} -d8s --latency` on `GET /healthz` of the reference worker (a small JSON body), keep-alive; 3 rounds. nginx runs one worker process, `proxy_http_version 1.1`, upstream `keepalive 256`, `proxy_buffering off`.',
     '',
   );
-  lines.push(...targets(proxy, streams, ttft));
+  lines.push(...targets(claims, proxy, streams, ttft));
   const analysis = path.join(path.dirname(resultsDir), 'analysis.md');
   if (existsSync(analysis)) lines.push(readFileSync(analysis, 'utf8').trim(), '');
 
@@ -144,6 +151,23 @@ export function writeReport(resultsDir: string, out: string): void {
       `**The pool in one number: a new session's first token comes ${fmt(ttft.coldOverWarm, 1)}× sooner with a warm worker waiting.**`,
       '',
       `With \`POOL_SIZE=0\` the local backend starts no worker at all, so a session request waits out CLAIM_TIMEOUT_MS (${z.claimTimeoutMs}) and gets ${z.status} \`${z.body?.error}\` after ${z.afterMs} ms; the cold row above is therefore measured on an emptied pool of one.`,
+      '',
+    );
+  }
+  if (claims) {
+    const raw = claims.rawPatch as Json;
+    lines.push(
+      '## 4. Claims on the real control plane',
+      '',
+      `The loopback cluster of \`test/cluster/\` (real kube-apiserver v1.33, etcd 3.4 on tmpfs), a pool of ${claims.poolSize} warm reference workers, ${claims.rounds} rounds. The floor is measured in the same rounds on the same API server: a conditional merge PATCH of a warm pod (the one write a claim makes), sequentially for latency and one per pod at once for the rate. Claims: one \`POST /sessions\` at a time through one replica (latency), then bursts of ${claims.poolSize} at once through one replica and spread over three (rate). After every burst each session is checked to be on its own pod and claimed pods to equal claims.`,
+      '',
+      '| | p50 ms | p99 ms | per second (burst) |',
+      '| --- | ---: | ---: | ---: |',
+      `| raw conditional PATCH | ${fmt(raw.p50Ms)} | ${fmt(raw.p99Ms)} | ${fmt(raw.burstPerSecond, 1)} |`,
+      `| \`POST /sessions\`, 1 replica | ${fmt(claims.claim.p50Ms)} | ${fmt(claims.claim.p99Ms)} | ${fmt(claims.burst1PerSecond, 1)} |`,
+      `| \`POST /sessions\`, 3 replicas | | | ${fmt(claims.burst3PerSecond, 1)} |`,
+      '',
+      `Double claims: ${claims.doubleClaims}; claims refused: ${claims.refused}.`,
       '',
     );
   }
