@@ -68,11 +68,12 @@ export class KubePool implements PoolBackend {
   private stopped = false;
   private connected = false;
   private deploymentReady = false;
-  private readonly random: () => number;
+  /** This replica's own random order of pods (see preference()). */
+  private readonly seed: number;
   private readonly now: () => number;
 
   constructor(private readonly o: KubePoolOptions) {
-    this.random = o.random ?? Math.random;
+    this.seed = Math.floor((o.random ?? Math.random)() * 0x100000000);
     this.now = o.now ?? Date.now;
   }
 
@@ -101,6 +102,7 @@ export class KubePool implements PoolBackend {
       void this.flushActivity();
       void this.reapOrphans();
     }, this.o.activityFlushMs);
+    this.flusher.unref();
     await listed;
   }
 
@@ -217,7 +219,7 @@ export class KubePool implements PoolBackend {
   }
 
   /**
-   * One claim round: candidates from the cache, starting at a random one so replicas rarely
+   * One claim round: candidates from the cache, in this replica's own random order so replicas rarely
    * pick the same pod; each try is one conditional PATCH that sets every label and annotation of
    * the claim at once. A conflict drops that candidate (the watch brings it back if it is still
    * free); after `maxAttempts` conflicts, or no candidate at all, the caller waits for the watch.
@@ -227,7 +229,12 @@ export class KubePool implements PoolBackend {
     for (let attempt = 0; attempt < maxAttempts; attempt++) {
       if (!this.connected) throw errors.backendUnavailable(this.o.retryAfterS);
       const candidates = this.claimable();
-      const pod = candidates[Math.floor(this.random() * candidates.length)];
+      let pod: PodInfo | undefined;
+      let best = -1;
+      for (const candidate of candidates) {
+        const score = this.preference(candidate.name);
+        if (score > best) [pod, best] = [candidate, score];
+      }
       if (!pod) return undefined;
       this.inFlight.add(pod.name);
       const at = new Date(this.now()).toISOString();
@@ -252,6 +259,20 @@ export class KubePool implements PoolBackend {
       }
     }
     return undefined;
+  }
+
+  /**
+   * Rendezvous hashing: every replica ranks the pods by a hash of its own random seed and the pod
+   * name. Two replicas claiming at once then mostly prefer different pods, where a fresh random
+   * pick per claim collides as soon as few pods are left (`npm run bench`: 3 replicas reached
+   * 0.62x the raw write rate with random picks).
+   */
+  private preference(name: string): number {
+    let h = this.seed ^ 0x811c9dc5;
+    for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
+    h ^= h >>> 13;
+    h = Math.imul(h, 0x5bd1e995);
+    return (h ^ (h >>> 15)) >>> 0;
   }
 
   private toSession(pod: PodInfo): SessionWorker {
