@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { createSession, ROOT, startController, waitWarm } from '../test/integration/harness.js';
-import { childPids, cpuSeconds, envPort, freePort, median, QUICK, round, startProcess, stopController, waitHttp, wrk, type Proc, type WrkResult } from './lib.js';
+import { childPids, createSession, ROOT, startController, waitWarm } from '../test/integration/harness.js';
+import { cpuSeconds, envPort, freePort, median, QUICK, round, startProcess, stopController, waitHttp, wrk, type Proc, type WrkResult } from './lib.js';
 
 interface Target {
   name: 'direct' | 'warmpool' | 'chp' | 'nginx';
