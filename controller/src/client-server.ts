@@ -3,7 +3,7 @@ import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Config } from './config.js';
-import { errors, isWarmpoolError } from './errors.js';
+import { errors, isWarmpoolError, WarmpoolError } from './errors.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { SessionWorker } from './pool/types.js';
@@ -206,8 +206,7 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
     if (!socket.writable) return socket.destroy();
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
     const code = status === 431 ? 'headers_too_large' : status === 408 ? 'request_timeout' : 'bad_request';
-    const body = JSON.stringify({ error: code, message: http.STATUS_CODES[status] });
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+    sendSocketError(socket, new WarmpoolError(code, status, http.STATUS_CODES[status] ?? 'bad request'));
   });
 
   return server;
