@@ -99,6 +99,7 @@ export const CONFIG_KEYS = {
   WORKER_PORT: key('8080', 'Port the worker listens on inside its pod (kubernetes backend).', integer(1, 65535)),
   MAX_SESSIONS: key('100', 'Most sessions at once; beyond it new sessions get 503 `at_capacity`.', integer(1)),
   MAX_SESSIONS_PER_CLIENT: key('10', 'Most sessions one client (API token, or address) holds at once; beyond it 429.', integer(1)),
+  SESSION_CREATE_RATE: key('30', 'New sessions one client (API token, or address) may start per minute on one replica, with a burst of as many; beyond it 429 `rate_limited`. 0: no limit.', integer(0)),
   CLAIM_TIMEOUT_MS: key('10000', 'How long a new session waits for a warm worker before 503 `no_warm_worker`.', integer(0)),
   MAX_PENDING_CLAIMS: key('100', 'Most session requests waiting for a warm worker; beyond it 503 `claim_queue_full`.', integer(0)),
   SESSION_IDLE_TIMEOUT_S: key('900', 'A session with no traffic for this long is ended and its worker deleted.', seconds(0.1)),

@@ -31,6 +31,8 @@ export const errors = {
     new WarmpoolError('at_capacity', 503, 'the maximum number of sessions is reached', retryAfterS),
   clientLimit: (retryAfterS: number) =>
     new WarmpoolError('client_session_limit', 429, 'this client holds its maximum number of sessions', retryAfterS),
+  rateLimited: (retryAfterS: number) =>
+    new WarmpoolError('rate_limited', 429, 'this client is starting sessions too fast', retryAfterS),
   unauthorized: () => new WarmpoolError('unauthorized', 401, 'a valid bearer token is required'),
   bodyTooLarge: (limit: number) => new WarmpoolError('body_too_large', 413, `request body over ${limit} bytes`),
   badRequest: (message: string) => new WarmpoolError('bad_request', 400, message),

@@ -95,6 +95,7 @@ const backend = choice.backend === 'kubernetes' ? await kubernetesBackend() : lo
 const sessions = new Sessions(backend, {
   maxSessions: config.MAX_SESSIONS,
   maxPerClient: config.MAX_SESSIONS_PER_CLIENT,
+  createsPerMinute: config.SESSION_CREATE_RATE,
   idleTimeoutMs: config.SESSION_IDLE_TIMEOUT_S * 1000,
   maxLifetimeMs: config.SESSION_MAX_LIFETIME_S * 1000,
   retryAfterS,

@@ -3,11 +3,14 @@ import { errors } from './errors.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { EndReason, PoolBackend, SessionWorker } from './pool/types.js';
+import { RateLimiter } from './rate-limit.js';
 import { isWellFormedToken, newSessionToken, sessionHash } from './tokens.js';
 
 export interface SessionLimits {
   maxSessions: number;
   maxPerClient: number;
+  /** New sessions one client may start per minute (token bucket); 0 is no limit. */
+  createsPerMinute: number;
   idleTimeoutMs: number;
   maxLifetimeMs: number;
   /** Seconds for Retry-After on capacity errors. */
@@ -60,6 +63,7 @@ export class Sessions {
   private claiming = 0;
   private readonly claimingByClient = new Map<string, number>();
   private closing = false;
+  private readonly creations: RateLimiter;
 
   constructor(
     private readonly backend: PoolBackend,
@@ -68,6 +72,7 @@ export class Sessions {
     private readonly logger: Logger,
     private readonly now: () => number = Date.now,
   ) {
+    this.creations = new RateLimiter(limits.createsPerMinute, now);
     backend.onGone((hash, worker, kind, why) => {
       if (kind === 'ended') {
         this.forget(hash, 'session_ended');
@@ -104,6 +109,12 @@ export class Sessions {
     if (mine >= this.limits.maxPerClient) {
       this.metrics.claimsTotal.inc({ result: 'client_limit' });
       throw errors.clientLimit(this.limits.retryAfterS);
+    }
+    // Charged only for a creation that passed the other limits: it is the pool churn being paced.
+    const wait = this.creations.take(client);
+    if (wait > 0) {
+      this.metrics.claimsTotal.inc({ result: 'rate_limited' });
+      throw errors.rateLimited(wait);
     }
     const token = newSessionToken();
     const hash = sessionHash(token);

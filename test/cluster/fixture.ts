@@ -113,6 +113,8 @@ export async function poolFixture(ns: string, workerEnv: Record<string, string> 
         POOL_SIZE: '3',
         CLAIM_TIMEOUT_MS: '15000',
         ACTIVITY_FLUSH_S: '0.5',
+        // Every test client is 127.0.0.1: the per-client creation rate is tested in the integration tier.
+        SESSION_CREATE_RATE: '0',
         LOG_LEVEL: 'info',
         ...env,
       });

@@ -61,6 +61,43 @@ describe('pressure', () => {
       await c.stop();
     }
   });
+
+  test('when a client starts sessions faster than SESSION_CREATE_RATE, then it gets 429 rate_limited with Retry-After and other clients still get theirs', async () => {
+    const c = await startController({ POOL_SIZE: '2', SESSION_CREATE_RATE: '2', TRUST_PROXY: 'true', LOCAL_WORKER_CMD: ECHO_WORKER });
+    try {
+      const from = (addr: string) => ({ 'x-forwarded-for': addr });
+      for (let i = 0; i < 2; i++) {
+        const id = await createSession(c, from('203.0.113.1'));
+        assert.equal((await fetch(`${c.base}/sessions/${id}`, { method: 'DELETE' })).status, 204);
+      }
+      const third = await fetch(`${c.base}/sessions`, { method: 'POST', headers: from('203.0.113.1') });
+      assert.equal(third.status, 429, 'ending sessions does not give creations back');
+      assert.equal(((await third.json()) as { error: string }).error, 'rate_limited');
+      assert.ok(Number(third.headers.get('retry-after')) >= 1, `Retry-After ${third.headers.get('retry-after')}`);
+      const implicit = await fetch(`${c.base}/chat`, { method: 'POST', headers: from('203.0.113.1') });
+      assert.equal(implicit.status, 429, 'an implicit session counts as a creation too');
+      await createSession(c, from('203.0.113.2'));
+    } finally {
+      await c.stop();
+    }
+  });
+
+  test('when auth is on, then the creation rate is kept per API token and a forged X-Forwarded-For changes nothing', async () => {
+    const [a, b] = ['token-a-0123456789abcdef', 'token-b-0123456789abcdef'];
+    const c = await startController({ POOL_SIZE: '2', SESSION_CREATE_RATE: '1', API_TOKENS: `${a},${b}`, LOCAL_WORKER_CMD: ECHO_WORKER });
+    try {
+      const as = (token: string, addr: string) => ({ authorization: `Bearer ${token}`, 'x-forwarded-for': addr });
+      await createSession(c, as(a, '203.0.113.1'));
+      const again = await fetch(`${c.base}/sessions`, { method: 'POST', headers: as(a, '203.0.113.99') });
+      assert.equal(again.status, 429);
+      assert.equal(((await again.json()) as { error: string }).error, 'rate_limited');
+      const wrong = await fetch(`${c.base}/sessions`, { method: 'POST', headers: as('not-a-token-0123456789', '203.0.113.1') });
+      assert.equal(wrong.status, 401, 'a bad token is refused before it is charged to anyone');
+      await createSession(c, as(b, '203.0.113.1'));
+    } finally {
+      await c.stop();
+    }
+  });
 });
 
 /** fetch refuses to send a Connection header, so hop-by-hop tests go through node:http. */
