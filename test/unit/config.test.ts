@@ -40,7 +40,7 @@ describe('configuration', () => {
     const cases: [string, string][] = [
       ['PORT', '-1'], ['PORT', '8080x'], ['POOL_SIZE', '1.5'], ['BACKEND', 'docker'], ['AUTO_SESSION', 'perhaps'],
       ['SESSION_IDLE_TIMEOUT_S', 'soon'], ['SESSION_MAX_LIFETIME_S', '0'], ['POOL_SELECTOR', 'a=b=c'], ['POOL_SELECTOR', 'assigned=x'],
-      ['NAMESPACE', 'Bad_Name'], ['LOG_LEVEL', 'loud'], ['API_TOKENS', 'tooshort'], ['SESSION_COOKIE', 'a b'],
+      ['NAMESPACE', 'Bad_Name'], ['LOG_LEVEL', 'loud'], ['API_TOKENS', 'tooshort'], ['SESSION_COOKIE', 'a b'], ['SESSION_CREATE_RATE', '-1'], ['SESSION_CREATE_RATE', 'fast'],
     ];
     for (const [name, value] of cases) {
       const err = errorFor({ [name]: value });
