@@ -50,10 +50,15 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
   const cookieName = config.SESSION_COOKIE;
   const lifetimeS = Math.ceil(config.SESSION_MAX_LIFETIME_S);
 
-  /** Whose session limit a request counts against: its API token when auth is on, else its address. */
+  /**
+   * Whose limits a request counts against: its API token when auth is on, else its address.
+   * Behind a trusted proxy that is the last X-Forwarded-For entry, the one the proxy appended:
+   * entries before it are whatever the client sent, so keying on them would let a client pick
+   * a fresh identity per request.
+   */
   function clientOf(req: http.IncomingMessage): string {
     if (authOn) return Sessions.clientKey(`token:${bearer(req) ?? ''}`);
-    const forwarded = config.TRUST_PROXY ? String(req.headers['x-forwarded-for'] ?? '').split(',')[0]?.trim() : '';
+    const forwarded = config.TRUST_PROXY ? String(req.headers['x-forwarded-for'] ?? '').split(',').pop()?.trim() : '';
     return Sessions.clientKey(`addr:${forwarded || req.socket.remoteAddress || ''}`);
   }
 

@@ -109,7 +109,7 @@ export const CONFIG_KEYS = {
   SESSION_COOKIE: key('warmpool_session', 'Name of the session cookie.', pattern(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'a cookie name')),
   API_TOKENS: key('', 'Comma-separated bearer tokens (16+ characters each); when set, creating a session needs one. Empty: no auth.', tokenList),
   API_TOKENS_FILE: key('', 'File with one bearer token per line, read at start (instead of or beside `API_TOKENS`).', text),
-  TRUST_PROXY: key('false', 'Trust `X-Forwarded-*` from the client (only behind a proxy you run): the client address comes from `X-Forwarded-For`.', boolean),
+  TRUST_PROXY: key('false', 'Trust `X-Forwarded-*` from the client (only behind a proxy you run): the client address is the last `X-Forwarded-For` entry, the one your proxy added.', boolean),
   UPSTREAM_TIMEOUT_S: key('300', 'Longest silence from a worker on a proxied request before 504 (chat replies are slow).', seconds(0.1)),
   HEADERS_TIMEOUT_S: key('10', 'Time a client has to send its request headers.', seconds(0.1)),
   MAX_BODY_BYTES: key('1048576', 'Largest request body; larger gets 413.', integer(0)),

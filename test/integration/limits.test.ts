@@ -76,6 +76,8 @@ describe('pressure', () => {
       assert.ok(Number(third.headers.get('retry-after')) >= 1, `Retry-After ${third.headers.get('retry-after')}`);
       const implicit = await fetch(`${c.base}/chat`, { method: 'POST', headers: from('203.0.113.1') });
       assert.equal(implicit.status, 429, 'an implicit session counts as a creation too');
+      const forged = await fetch(`${c.base}/sessions`, { method: 'POST', headers: from('198.51.100.9, 203.0.113.1') });
+      assert.equal(forged.status, 429, 'entries a client puts before the one its proxy appends are not its identity');
       await createSession(c, from('203.0.113.2'));
     } finally {
       await c.stop();
