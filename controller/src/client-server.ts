@@ -3,11 +3,12 @@ import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Config } from './config.js';
-import { errors, isWarmpoolError, WarmpoolError } from './errors.js';
+import { clientErrorOf, errors, type WarmpoolError } from './errors.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { SessionWorker } from './pool/types.js';
 import { sendError, sendSocketError, type Proxy, type ProxyTarget } from './proxy.js';
+import { checkRequestTarget } from './request-target.js';
 import { Sessions } from './sessions.js';
 import { tokenMatcher } from './tokens.js';
 
@@ -113,6 +114,7 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
     | { kind: 'implicit'; token: string | undefined; url: string };
 
   function route(url: string): Route {
+    checkRequestTarget(url);
     const { path, query } = splitUrl(url);
     if (path === '/sessions') return { kind: 'control' };
     const m = SESSION_PATH.exec(path);
@@ -128,12 +130,12 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     res.setHeader('x-request-id', requestId(req));
-    const r = route(req.url ?? '/');
-    if (r.kind === 'control') {
-      app(req, res);
-      return;
-    }
     try {
+      const r = route(req.url ?? '/');
+      if (r.kind === 'control') {
+        app(req, res);
+        return;
+      }
       const token = r.kind === 'explicit' ? r.token : tokenFromRequest(req);
       if (token !== undefined) {
         proxy.web(req, res, target(sessions.resolve(token), r.url));
@@ -152,13 +154,18 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
   }
 
   function fail(res: http.ServerResponse, err: unknown): void {
-    if (isWarmpoolError(err)) {
-      deps.metrics.proxyRequests.inc({ code: String(err.status) });
-      sendError(res, err);
+    const known = clientErrorOf(err);
+    if (known) {
+      deps.metrics.proxyRequests.inc({ code: String(known.status) });
+      sendError(res, known);
       return;
     }
+    sendError(res, unexpected(err));
+  }
+
+  function unexpected(err: unknown): WarmpoolError {
     logger.error({ err: (err as Error).message, stack: (err as Error).stack }, 'unexpected error');
-    sendError(res, errors.internal());
+    return errors.internal();
   }
 
   function controlApi(): express.Express {
@@ -166,6 +173,8 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
     api.disable('x-powered-by');
     api.set('etag', false);
     api.post('/sessions', async (req, res) => {
+      // The body is not read, but a client announcing an oversized one is refused before it costs a pod.
+      if (Number(req.headers['content-length'] ?? 0) > config.MAX_BODY_BYTES) throw errors.bodyTooLarge(config.MAX_BODY_BYTES);
       const { token, worker } = await createSession(req);
       res.status(201)
         .setHeader('x-session-id', token)
@@ -187,9 +196,13 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
     return api;
   }
 
+  const headersTimeoutMs = config.HEADERS_TIMEOUT_S * 1000;
   const server = http.createServer({
     requestTimeout: 0,
-    headersTimeout: config.HEADERS_TIMEOUT_S * 1000,
+    headersTimeout: headersTimeoutMs,
+    // Node enforces headersTimeout only when it sweeps its connections, every 30 s by default:
+    // a slow client would hold its connection far past HEADERS_TIMEOUT_S.
+    connectionsCheckingInterval: Math.min(30_000, headersTimeoutMs / 4),
     keepAliveTimeout: 65_000,
     maxHeaderSize: 16 * 1024,
   }, (req, res) => void handle(req, res));
@@ -199,19 +212,36 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
     requestId(req);
     try {
       const r = route(req.url ?? '/');
-      const token = r.kind === 'explicit' ? r.token : r.kind === 'implicit' ? tokenFromRequest(req) : undefined;
+      // http-proxy-3 drops any other upgrade (`POST` with one, `Upgrade: h2c` from curl --http2)
+      // by closing the socket without a word; Node 20 cannot hand it back as a plain request.
+      if (req.method !== 'GET' || req.headers.upgrade?.toLowerCase() !== 'websocket') {
+        throw errors.badRequest('the only upgrade served is a WebSocket handshake (GET, Upgrade: websocket)');
+      }
+      // The control API has no WebSocket: "no such route", not "no such session" for a live one.
+      if (r.kind === 'control') throw errors.notFound();
+      const token = r.kind === 'explicit' ? r.token : tokenFromRequest(req);
       if (token === undefined) throw errors.sessionNotFound();
-      proxy.ws(req, socket, head, target(sessions.resolve(token), r.kind === 'control' ? '/' : r.url));
+      proxy.ws(req, socket, head, target(sessions.resolve(token), r.url));
     } catch (err) {
-      sendSocketError(socket, isWarmpoolError(err) ? err : errors.internal());
+      sendSocketError(socket, clientErrorOf(err) ?? unexpected(err));
     }
   });
 
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-    if (!socket.writable) return socket.destroy();
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    const code = status === 431 ? 'headers_too_large' : status === 408 ? 'request_timeout' : 'bad_request';
-    sendSocketError(socket, new WarmpoolError(code, status, http.STATUS_CODES[status] ?? 'bad request'));
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: http.ServerResponse | null }) => {
+    // A response already under way on this connection (a stream, or an early answer to a request
+    // whose body then proved malformed) must not get a second status line written into it; Node's
+    // own handler makes the same check.
+    if (!socket.writable || socket._httpMessage?.headersSent) return socket.destroy();
+    sendSocketError(socket, err.code === 'HPE_HEADER_OVERFLOW' ? errors.headersTooLarge()
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? errors.requestTimeout() : errors.badRequest('malformed HTTP request'));
+  });
+
+  // Without these listeners Node answers an unknown Expect with a bare 417 and a CONNECT by
+  // closing the connection: every answer is JSON with a stable code instead.
+  server.on('checkExpectation', (_req: http.IncomingMessage, res: http.ServerResponse) => sendError(res, errors.expectationFailed()));
+  server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
+    socket.on('error', () => socket.destroy());
+    sendSocketError(socket, errors.methodNotAllowed());
   });
 
   return server;

@@ -35,7 +35,12 @@ export const errors = {
     new WarmpoolError('rate_limited', 429, 'this client is starting sessions too fast', retryAfterS),
   unauthorized: () => new WarmpoolError('unauthorized', 401, 'a valid bearer token is required'),
   bodyTooLarge: (limit: number) => new WarmpoolError('body_too_large', 413, `request body over ${limit} bytes`),
+  unsupportedTransferCoding: () =>
+    new WarmpoolError('unsupported_transfer_coding', 501, 'only the chunked transfer coding is supported on request bodies'),
   badRequest: (message: string) => new WarmpoolError('bad_request', 400, message),
+  headersTooLarge: () => new WarmpoolError('headers_too_large', 431, 'request headers over the size limit'),
+  requestTimeout: () => new WarmpoolError('request_timeout', 408, 'the request headers did not arrive in time'),
+  expectationFailed: () => new WarmpoolError('expectation_failed', 417, 'the only expectation supported is 100-continue'),
   notFound: () => new WarmpoolError('not_found', 404, 'no such route'),
   methodNotAllowed: () => new WarmpoolError('method_not_allowed', 405, 'method not allowed on this route'),
   upstreamUnavailable: () => new WarmpoolError('upstream_unavailable', 502, 'the session worker did not answer'),
@@ -48,4 +53,15 @@ export const errors = {
 
 export function isWarmpoolError(err: unknown): err is WarmpoolError {
   return err instanceof WarmpoolError;
+}
+
+/**
+ * The client's answer for whatever a request handler threw, or undefined for a fault of ours.
+ * A URIError can only come from decoding the client's own percent-escapes (express decodes
+ * route parameters, so `GET /sessions/%zz` throws one): that is the client's malformed path.
+ */
+export function clientErrorOf(err: unknown): WarmpoolError | undefined {
+  if (isWarmpoolError(err)) return err;
+  if (err instanceof URIError) return errors.badRequest('the path has a malformed percent-escape');
+  return undefined;
 }

@@ -47,7 +47,17 @@ export function sendError(res: http.ServerResponse, err: WarmpoolError): void {
   res.end(body);
 }
 
-/** An HTTP error on a socket that asked for an upgrade, which has no ServerResponse. */
+/** How long a socket answered by sendSocketError may stay open for its client to read the answer. */
+const LINGER_MS = 2000;
+
+/**
+ * An HTTP error on a socket with no ServerResponse: one that asked for an upgrade or a CONNECT,
+ * or that sent a request Node could not parse. Node no longer reads such a socket, so after the
+ * answer it would never see the client's close and would keep the socket (and block a graceful
+ * shutdown) forever. It is read and drained until the client closes, and destroyed after a
+ * short linger at most; destroying it at once could reset the connection before the client
+ * has read the answer.
+ */
 export function sendSocketError(socket: Duplex, err: WarmpoolError): void {
   const body = JSON.stringify(err.toJSON());
   const retry = err.retryAfterS !== undefined ? `retry-after: ${err.retryAfterS}\r\n` : '';
@@ -55,6 +65,9 @@ export function sendSocketError(socket: Duplex, err: WarmpoolError): void {
     `HTTP/1.1 ${err.status} ${http.STATUS_CODES[err.status] ?? 'Error'}\r\ncontent-type: application/json\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\n${retry}connection: close\r\n\r\n${body}`,
   );
+  socket.resume();
+  const linger = setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  socket.once('close', () => clearTimeout(linger));
 }
 
 /** undici's names for a worker that stayed silent too long. */
@@ -182,15 +195,20 @@ export function createProxy(options: ProxyOptions) {
     });
     const h = req.headers;
     const declared = h['content-length'];
-    if (declared !== undefined && Number(declared) > options.maxBodyBytes) {
+    const coding = h['transfer-encoding'];
+    /** Answered here, before the worker is involved; the body is read and dropped. */
+    const refuse = (err: WarmpoolError) => {
       settled = true;
-      metrics.proxyRequests.inc({ code: '413' });
-      sendError(res, errors.bodyTooLarge(options.maxBodyBytes));
+      metrics.proxyRequests.inc({ code: String(err.status) });
+      sendError(res, err);
       req.resume();
-      return;
-    }
+    };
+    if (declared !== undefined && Number(declared) > options.maxBodyBytes) return refuse(errors.bodyTooLarge(options.maxBodyBytes));
+    // Node has taken off the chunked framing; another coding under it (`gzip, chunked`) would
+    // reach the worker as a body it has no way to know is encoded (RFC 9112 6.1: 501).
+    if (coding !== undefined && coding.trim().toLowerCase() !== 'chunked') return refuse(errors.unsupportedTransferCoding());
     rewriteHeaders(req, false);
-    const chunked = declared === undefined && h['transfer-encoding'] !== undefined;
+    const chunked = declared === undefined && coding !== undefined;
     // undici frames the body itself, and Node has already answered any 100-continue.
     delete h['transfer-encoding'];
     delete h.expect;
