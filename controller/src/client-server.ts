@@ -90,6 +90,9 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
 
   async function createSession(req: http.IncomingMessage): Promise<{ token: string; worker: SessionWorker }> {
     authorize(req);
+    // A request announcing a body over the limit is refused before it costs a pod (an implicit
+    // session's request would be refused by the proxy anyway, after the claim).
+    if (Number(req.headers['content-length'] ?? 0) > config.MAX_BODY_BYTES) throw errors.bodyTooLarge(config.MAX_BODY_BYTES);
     return sessions.create(clientOf(req), req.headers['x-request-id'] as string);
   }
 
@@ -173,8 +176,6 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
     api.disable('x-powered-by');
     api.set('etag', false);
     api.post('/sessions', async (req, res) => {
-      // The body is not read, but a client announcing an oversized one is refused before it costs a pod.
-      if (Number(req.headers['content-length'] ?? 0) > config.MAX_BODY_BYTES) throw errors.bodyTooLarge(config.MAX_BODY_BYTES);
       const { token, worker } = await createSession(req);
       res.status(201)
         .setHeader('x-session-id', token)

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import http from 'node:http';
 import { describe, test } from 'node:test';
-import { ECHO_WORKER, ROOT, createSession, eventually, startController, waitWarm } from './harness.js';
+import { ECHO_WORKER, ROOT, createSession, eventually, pool, startController, waitWarm } from './harness.js';
 
 describe('pressure', () => {
   test('when no worker is warm, then a claim waits CLAIM_TIMEOUT_MS and gets 503 no_warm_worker with Retry-After', async () => {
@@ -150,6 +150,10 @@ describe('bad input', () => {
       assert.equal(streamed.status, 413);
       const small = await fetch(`${c.base}/sessions/${id}/chat`, { method: 'POST', body: 'z'.repeat(900) });
       assert.equal(small.status, 200);
+      const implicit = await fetch(`${c.base}/chat`, { method: 'POST', body: 'x'.repeat(5000) });
+      assert.equal(implicit.status, 413);
+      assert.equal(implicit.headers.get('x-session-id'), null, 'no session was made for it');
+      assert.equal((await pool(c)).assigned, 1, 'an oversized request costs no worker');
     } finally {
       await c.stop();
     }
