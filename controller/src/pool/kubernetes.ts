@@ -32,6 +32,8 @@ export interface KubePoolOptions {
   retryAfterS: number;
   /** Conflicting candidates one claim tries before it waits for the watch. */
   maxAttempts?: number;
+  /** Longest wait for the watch to show a session this replica has not seen yet (see waitForSession). */
+  catchUpMs?: number;
   random?: () => number;
   now?: () => number;
 }
@@ -62,6 +64,8 @@ export class KubePool implements PoolBackend {
   private readonly startupSeen = new Set<string>();
   private readonly pendingActivity = new Map<string, number>();
   private readonly goneListeners: GoneListener[] = [];
+  /** Lookups waiting for the watch to show a session, by session hash. */
+  private readonly awaited = new Map<string, Set<() => void>>();
   private watch: { stop(): Promise<void> } | undefined;
   private flusher: NodeJS.Timeout | undefined;
   private synced = false;
@@ -118,6 +122,32 @@ export class KubePool implements PoolBackend {
   lookup(hash: string): SessionWorker | undefined {
     const pod = this.bySession.get(hash);
     return pod ? this.toSession(pod) : undefined;
+  }
+
+  /**
+   * This replica learns of another replica's claim through its watch, some milliseconds after
+   * that claim's client got its session id (tens under load). A client's next request may well
+   * come here at once (a Service spreads connections over replicas) and must not be told that
+   * its session does not exist: so an unknown session is waited for, up to `catchUpMs`, until
+   * the watch shows it or its end.
+   */
+  async waitForSession(hash: string): Promise<SessionWorker | undefined> {
+    if (!this.bySession.has(hash) && !this.reported.has(hash) && !this.stopped) {
+      await new Promise<void>((resolve) => {
+        const waiters = this.awaited.get(hash) ?? new Set<() => void>();
+        const wake = () => {
+          clearTimeout(timer);
+          waiters.delete(wake);
+          if (waiters.size === 0) this.awaited.delete(hash);
+          resolve();
+        };
+        const timer = setTimeout(wake, this.o.catchUpMs ?? 2000);
+        timer.unref();
+        waiters.add(wake);
+        this.awaited.set(hash, waiters);
+      });
+    }
+    return this.lookup(hash);
   }
 
   *sessions(): Iterable<SessionWorker> {
@@ -322,6 +352,7 @@ export class KubePool implements PoolBackend {
     const alive = !pod.deleting && this.canServe(pod);
     if (alive) {
       this.bySession.set(hash, pod);
+      this.wakeLookups(hash);
       return;
     }
     if (this.bySession.get(hash)?.uid === pod.uid) this.bySession.delete(hash);
@@ -332,6 +363,11 @@ export class KubePool implements PoolBackend {
     const kind = ended ? 'ended' : 'lost';
     const why = ended ? `ended (${ended}) by another replica` : pod.deleting ? 'pod deleted' : restarted ? 'worker restarted' : `pod ${pod.phase}`;
     for (const listener of this.goneListeners) listener(hash, pod.name, kind, why);
+    this.wakeLookups(hash);
+  }
+
+  private wakeLookups(hash: string): void {
+    for (const wake of [...(this.awaited.get(hash) ?? [])]) wake();
   }
 
   /** A container restarted in place after the claim has forgotten the conversation. */
