@@ -26,6 +26,8 @@ class FakeApi implements KubeApi {
   scaled: number | undefined;
   /** Writes that happen "elsewhere" just before our next patch lands, to provoke conflicts. */
   beforePatch: ((name: string) => void) | undefined;
+  /** Runs once a patch is stored; throwing from it loses the answer of a write that landed. */
+  afterPatch: ((name: string) => void) | undefined;
 
   addWarm(name: string, ip: string): PodInfo {
     const pod: PodInfo = {
@@ -60,6 +62,7 @@ class FakeApi implements KubeApi {
       annotations: { ...pod.annotations, ...annotations } as Record<string, string>,
     };
     this.pods.set(name, next);
+    this.afterPatch?.(name);
     return next;
   }
 
@@ -226,4 +229,21 @@ describe('kubernetes backend on a fake API', () => {
     await pool.stop();
   });
 
+  test('when a claim write times out but lands after all, then the session nobody holds is ended and its pod deleted', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    const { pool, metrics } = await poolWith(api, 200, { activityFlushMs: 10 });
+    api.afterPatch = () => {
+      api.afterPatch = undefined;
+      throw Object.assign(new Error('kubernetes patch timed out'), { code: 'ETIMEDOUT' });
+    };
+    await assert.rejects(pool.claim({ hash: '7'.repeat(40), client: 'c' }), { code: 'backend_unavailable', status: 503 });
+    // The write that landed, as the watch shows it.
+    api.handlers.upsert(api.pods.get('w1') as PodInfo);
+    for (let i = 0; i < 500 && api.pods.has('w1'); i++) await sleep(10);
+    assert.ok(!api.pods.has('w1'), 'the pod of the lost claim is deleted');
+    const orphans = (await metrics.sessionsEnded.get()).values.find((v) => v.labels.reason === 'orphan');
+    assert.equal(orphans?.value, 1);
+    await pool.stop();
+  });
 });

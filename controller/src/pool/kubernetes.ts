@@ -15,6 +15,11 @@ export const ENDED = 'warmpool.dev/ended';
 const FREE = 'not_assigned';
 const TAKEN = 'assigned';
 const HASH_SHAPE = /^[0-9a-f]{40}$/;
+/**
+ * How long a claim write that failed without an answer may still land. The API server gives up
+ * on a request after its own timeout (60 s by default); past this, the write never will.
+ */
+const ABANDONED_TTL_MS = 5 * 60_000;
 
 export interface KubePoolOptions {
   api: KubeApi;
@@ -64,6 +69,11 @@ export class KubePool implements PoolBackend {
   private readonly startupSeen = new Set<string>();
   private readonly pendingActivity = new Map<string, number>();
   private readonly goneListeners: GoneListener[] = [];
+  /**
+   * Sessions whose claim write failed without an answer (a timeout, a reset connection), by
+   * hash, with the time: the write may have landed after all, on a pod no client can reach.
+   */
+  private readonly abandoned = new Map<string, number>();
   /** Lookups waiting for the watch to show a session, by session hash. */
   private readonly awaited = new Map<string, Set<() => void>>();
   private watch: { stop(): Promise<void> } | undefined;
@@ -223,9 +233,20 @@ export class KubePool implements PoolBackend {
 
   /**
    * Deletes claimed pods that carry no valid session (a hand edit, a foreign tool) or can no
-   * longer serve the one they carry (worker restarted or pod failed: the session is lost).
+   * longer serve the one they carry (worker restarted or pod failed: the session is lost), and
+   * ends the sessions of claims that failed here without an answer but landed after all: their
+   * client got a 503 and never the id, so the pod would otherwise wait out the idle timeout.
    */
   private async reapOrphans(): Promise<void> {
+    for (const [hash, since] of this.abandoned) {
+      if (this.now() - since > ABANDONED_TTL_MS) {
+        this.abandoned.delete(hash);
+      } else if (this.bySession.has(hash) && await this.release(hash, 'orphan').catch(() => false)) {
+        this.abandoned.delete(hash);
+        this.o.metrics.sessionsEnded.inc({ reason: 'orphan' });
+        this.o.logger.warn({ session: hash.slice(0, 12) }, 'ended the session of a claim whose answer was lost');
+      }
+    }
     for (const pod of this.pods.values()) {
       if (pod.deleting || pod.labels[this.o.labelKey] !== TAKEN) continue;
       const valid = HASH_SHAPE.test(pod.labels[SESSION_LABEL] ?? '') && epoch(pod.annotations[CLAIMED_AT]) > 0;
@@ -280,6 +301,7 @@ export class KubePool implements PoolBackend {
       } catch (err) {
         if (!isConflict(err)) {
           this.o.logger.warn({ pod: pod.name, err: (err as Error).message }, 'claim failed');
+          this.abandoned.set(request.hash, this.now());
           throw errors.backendUnavailable(this.o.retryAfterS);
         }
         this.dropped.add(`${pod.name}@${pod.resourceVersion}`);
