@@ -141,7 +141,7 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
       }
       const token = r.kind === 'explicit' ? r.token : tokenFromRequest(req);
       if (token !== undefined) {
-        proxy.web(req, res, target(sessions.resolve(token), r.url));
+        proxy.web(req, res, target(await sessions.resolve(token), r.url));
         return;
       }
       if (!config.AUTO_SESSION) throw errors.notFound();
@@ -183,8 +183,8 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
         .setHeader('cache-control', 'no-store')
         .json({ id: token, createdAt: new Date(worker.createdAt).toISOString(), expiresAt: new Date(sessions.expiresAt(worker)).toISOString() });
     });
-    api.get('/sessions/:id', (req, res) => {
-      res.setHeader('cache-control', 'no-store').json(sessions.describe(req.params.id as string));
+    api.get('/sessions/:id', async (req, res) => {
+      res.setHeader('cache-control', 'no-store').json(await sessions.describe(req.params.id as string));
     });
     api.delete('/sessions/:id', async (req, res) => {
       await sessions.end(req.params.id as string, req.headers['x-request-id'] as string);
@@ -208,7 +208,7 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
     maxHeaderSize: 16 * 1024,
   }, (req, res) => void handle(req, res));
 
-  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+  server.on('upgrade', async (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
     requestId(req);
     try {
@@ -222,7 +222,7 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
       if (r.kind === 'control') throw errors.notFound();
       const token = r.kind === 'explicit' ? r.token : tokenFromRequest(req);
       if (token === undefined) throw errors.sessionNotFound();
-      proxy.ws(req, socket, head, target(sessions.resolve(token), r.url));
+      proxy.ws(req, socket, head, target(await sessions.resolve(token), r.url));
     } catch (err) {
       sendSocketError(socket, clientErrorOf(err) ?? unexpected(err));
     }

@@ -141,11 +141,14 @@ export class Sessions {
     }
   }
 
-  /** The worker of a live session, or the right 404/410 error. */
-  resolve(token: string): SessionWorker {
+  /**
+   * The worker of a live session, or the right 404/410 error. A session neither known nor
+   * remembered as gone may be one another replica has just made: the backend gets to wait for it.
+   */
+  async resolve(token: string): Promise<SessionWorker> {
     if (!isWellFormedToken(token)) throw errors.sessionNotFound();
     const hash = sessionHash(token);
-    const worker = this.backend.lookup(hash);
+    const worker = this.backend.lookup(hash) ?? (this.gone.has(hash) ? undefined : await this.backend.waitForSession(hash));
     if (worker) return worker;
     const gone = this.gone.get(hash);
     if (gone === 'session_ended') throw errors.sessionEnded();
@@ -153,8 +156,8 @@ export class Sessions {
     throw errors.sessionNotFound();
   }
 
-  describe(token: string): SessionView {
-    const worker = this.resolve(token);
+  async describe(token: string): Promise<SessionView> {
+    const worker = await this.resolve(token);
     const last = this.lastActivity(worker);
     const shape = { createdAt: worker.createdAt, lastActivity: last };
     return {
@@ -171,7 +174,7 @@ export class Sessions {
   }
 
   async end(token: string, reqId?: string): Promise<void> {
-    const worker = this.resolve(token);
+    const worker = await this.resolve(token);
     await this.finish(worker, 'deleted', reqId);
   }
 

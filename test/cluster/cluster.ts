@@ -18,6 +18,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiError, Kube, kubeconfigJson } from './kube.js';
+import { markedPids } from './procs.js';
 import { createdMountPointsFile, removeMountPoint } from './volumes.js';
 import { clusterDir, clusterHarnessDir as here, kubeconfigPath, kubectlPath, logDir as logs, repoRoot } from './paths.js';
 
@@ -273,26 +274,6 @@ async function up(): Promise<void> {
     `up in ${s(Date.now() - t0)} (binaries ${s(tBuilt - t0)}, API server ready after ${s(tApi - tBuilt)}, ` +
       `nodes: ${nodes.join(', ')}). KUBECONFIG=${kubeconfigPath}, kubectl: ${kubectlPath}`,
   );
-}
-
-/**
- * Pids of processes marked as ours (WARMPOOL_CLUSTER=<this dir>), this process excluded;
- * with `anyCluster`, those of every loopback cluster on this machine.
- */
-function markedPids(anyCluster = false): number[] {
-  const mark = Buffer.from(anyCluster ? '\0WARMPOOL_CLUSTER=' : `\0WARMPOOL_CLUSTER=${clusterDir}\0`);
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
-    try {
-      const env = Buffer.concat([Buffer.from([0]), readFileSync(`/proc/${pid}/environ`)]);
-      if (env.includes(mark)) pids.push(pid);
-    } catch {
-      // gone already, or not readable: not one of ours
-    }
-  }
-  return pids;
 }
 
 function signal(pid: number, sig: NodeJS.Signals, group: boolean): void {

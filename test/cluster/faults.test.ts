@@ -3,13 +3,12 @@
  * claiming at once, the API server going away and coming back, a rollout of the pool.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { alive, createSession, type Controller } from '../integration/harness.js';
+import { createSession, type Controller } from '../integration/harness.js';
 import { poolFixture, type Pod, type PoolFixture } from './fixture.js';
-import { clusterDir, kubeconfigPath, logDir } from './paths.js';
+import { stopComponent } from './components.js';
+import { kubeconfigPath } from './paths.js';
 import { waitUntil } from './wait.js';
 
 async function conflicts(c: Controller): Promise<number> {
@@ -19,32 +18,6 @@ async function conflicts(c: Controller): Promise<number> {
 
 const chat = (c: Controller, id: string, message: string) =>
   fetch(`${c.base}/sessions/${id}/chat`, { method: 'POST', body: JSON.stringify({ message }), signal: AbortSignal.timeout(20_000) });
-
-/**
- * Stops the cluster's kube-apiserver and hands back a function that starts it again with the
- * same command line and environment, recorded in the harness state so `cluster:down` still
- * stops it.
- */
-async function stopApiServer(): Promise<() => Promise<void>> {
-  const statePath = join(clusterDir, 'state.json');
-  const state = JSON.parse(readFileSync(statePath, 'utf8')) as { processes: { name: string; pid: number }[] };
-  const entry = state.processes.find((p) => p.name === 'kube-apiserver');
-  assert.ok(entry, 'the harness state names the API server');
-  const argv = readFileSync(`/proc/${entry.pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-  const env = Object.fromEntries(readFileSync(`/proc/${entry.pid}/environ`, 'utf8').split('\0').filter(Boolean).map((kv) => {
-    const eq = kv.indexOf('=');
-    return [kv.slice(0, eq), kv.slice(eq + 1)];
-  }));
-  process.kill(-entry.pid, 'SIGKILL');
-  await waitUntil('the API server exits', async () => (alive(entry.pid) ? undefined : true), 30_000);
-  return async () => {
-    const out = openSync(join(logDir, 'kube-apiserver.log'), 'a');
-    const child = spawn(argv[0] as string, argv.slice(1), { detached: true, stdio: ['ignore', out, out], env });
-    child.unref();
-    entry.pid = child.pid as number;
-    writeFileSync(statePath, JSON.stringify(state, null, 2));
-  };
-}
 
 describe('kubernetes backend under races and faults', () => {
   let f: PoolFixture;
@@ -88,14 +61,14 @@ describe('kubernetes backend under races and faults', () => {
     const c = await f.controller('outage', { POOL_SIZE: '3' });
     await waitUntil('3 warm pods', () => f.warmReady(3), 120_000);
     const id = await createSession(c);
-    const restart = await stopApiServer();
+    const apiServer = await stopComponent('kube-apiserver');
     try {
       assert.equal((await chat(c, id, 'while the API server is away')).status, 200, 'an existing session routes from the cache');
       const claim = await fetch(`${c.base}/sessions`, { method: 'POST', signal: AbortSignal.timeout(10_000) });
       assert.equal(claim.status, 503);
       assert.equal(((await claim.json()) as { error: string }).error, 'backend_unavailable');
     } finally {
-      await restart();
+      await apiServer.restart();
     }
     const again = await waitUntil('claims work again', async () => {
       const res = await fetch(`${c.base}/sessions`, { method: 'POST' });

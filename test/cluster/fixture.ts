@@ -18,7 +18,13 @@ const SA = 'warmpool-controller';
 
 export interface Pod {
   metadata: ObjectMeta & { annotations?: Record<string, string> };
-  status?: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
+  status?: {
+    phase?: string;
+    podIP?: string;
+    conditions?: { type: string; status: string }[];
+    /** The node agent writes `process://<pid>` as the containerID of a running container. */
+    containerStatuses?: { containerID?: string }[];
+  };
 }
 
 /**

@@ -571,9 +571,23 @@ class PodWorker {
     return cs.some((c) => c.restartCount > 0 || 'terminated' in c.lastState) ? 'Running' : 'Pending';
   }
 
+  private ready(): boolean {
+    return !this.terminating && this.containers.every((c) => c.ready);
+  }
+
+  /**
+   * Whether the API server's Ready condition of the pod says otherwise than this node sees:
+   * someone else wrote it (the node lifecycle controller marks every pod of a Node it takes for
+   * gone NotReady), and kubelet's status manager puts such a status back.
+   */
+  readyDiffers(pod: Pod): boolean {
+    const api = pod.status?.conditions?.find((c) => c.type === 'Ready')?.status;
+    return api !== undefined && api !== (this.ready() ? 'True' : 'False');
+  }
+
   status(): Record<string, unknown> {
     const phase = this.phase();
-    const allReady = !this.terminating && this.containers.every((c) => c.ready);
+    const allReady = this.ready();
     const scheduled = this.pod.status?.conditions?.find((c) => c.type === 'PodScheduled');
     return {
       phase,
@@ -632,12 +646,29 @@ class PodWorker {
     await Promise.all(this.containers.map((c) => c.kill(graceMs)));
     this.changed();
     while (this.pushing) await sleep(50);
-    try {
-      await kube.delete(this.path, { gracePeriodSeconds: 0, preconditions: { uid: this.pod.metadata.uid } });
-    } catch (err) {
-      if (!isNotFound(err) && !isConflict(err)) log(`${this.key}: final delete failed: ${errText(err)}`);
+    // As kubelet, until the pod is gone: a pod whose final delete is lost (etcd away, or a
+    // conflict from an API server just restarted) would stay Terminating for good, and so would
+    // its namespace.
+    while (!stop.signal.aborted) {
+      try {
+        await kube.delete(this.path, { gracePeriodSeconds: 0, preconditions: { uid: this.pod.metadata.uid } });
+        break;
+      } catch (err) {
+        if (isNotFound(err) || (isConflict(err) && (await this.replaced()))) break;
+        log(`${this.key}: final delete failed (${errText(err)}); retrying`);
+        await sleep(1000);
+      }
     }
     this.release();
+  }
+
+  /** Whether the API server has no pod of this name any more, or another one (a new uid). */
+  private async replaced(): Promise<boolean> {
+    try {
+      return (await kube.get<{ metadata: ObjectMeta }>(this.path)).metadata.uid !== this.pod.metadata.uid;
+    } catch (err) {
+      return isNotFound(err);
+    }
   }
 
   /** The object is gone from the API server (force-deleted): stop at once, write nothing. */
@@ -685,6 +716,7 @@ function observe(pod: Pod): void {
     void worker.start();
   }
   worker.pod = pod;
+  if (!pod.metadata.deletionTimestamp && worker.readyDiffers(pod)) worker.changed();
   if (pod.metadata.deletionTimestamp) void worker.terminate();
 }
 
@@ -772,8 +804,18 @@ async function registerNode(): Promise<string> {
   };
   const started = now();
   await kube.mergePatch(`/api/v1/nodes/${nodeName}/status`, nodeStatus());
-  // kubelet reports status every few minutes when nothing changed; the Lease is the heartbeat.
-  setInterval(() => void kube.mergePatch(`/api/v1/nodes/${nodeName}/status`, nodeStatus()).catch((e: unknown) => log(`node status: ${errText(e)}`)), 60_000).unref();
+  // kubelet reports status every few minutes when nothing changed (the Lease is the heartbeat),
+  // and at once when the Node's status is not what it sees: the node lifecycle controller marks
+  // a Node whose Lease it missed (its own watch behind after an API server restart) not Ready.
+  let reported = Date.now();
+  const report = async (): Promise<void> => {
+    const node = await kube.get<{ status?: { conditions?: { type: string; status: string }[] } }>(`/api/v1/nodes/${nodeName}`);
+    const ready = node.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+    if (ready && Date.now() - reported < 60_000) return;
+    await kube.mergePatch(`/api/v1/nodes/${nodeName}/status`, nodeStatus());
+    reported = Date.now();
+  };
+  setInterval(() => void report().catch((e: unknown) => log(`node status: ${errText(e)}`)), 10_000).unref();
   return uid;
 }
 

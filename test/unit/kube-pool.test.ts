@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger } from '../../controller/src/log.js';
 import { createMetrics } from '../../controller/src/metrics.js';
 import { ClaimQueue } from '../../controller/src/pool/claim-queue.js';
 import type { KubeApi, PodInfo, PodWatchHandlers } from '../../controller/src/pool/kube-client.js';
-import { ENDED, KubePool, SESSION_LABEL } from '../../controller/src/pool/kubernetes.js';
+import { CLAIMED_AT, ENDED, KubePool, SESSION_LABEL, type KubePoolOptions } from '../../controller/src/pool/kubernetes.js';
 
 class ApiError extends Error {
   constructor(readonly code: number) {
@@ -25,6 +26,8 @@ class FakeApi implements KubeApi {
   scaled: number | undefined;
   /** Writes that happen "elsewhere" just before our next patch lands, to provoke conflicts. */
   beforePatch: ((name: string) => void) | undefined;
+  /** Runs once a patch is stored; throwing from it loses the answer of a write that landed. */
+  afterPatch: ((name: string) => void) | undefined;
 
   addWarm(name: string, ip: string): PodInfo {
     const pod: PodInfo = {
@@ -59,6 +62,7 @@ class FakeApi implements KubeApi {
       annotations: { ...pod.annotations, ...annotations } as Record<string, string>,
     };
     this.pods.set(name, next);
+    this.afterPatch?.(name);
     return next;
   }
 
@@ -78,7 +82,11 @@ class FakeApi implements KubeApi {
   }
 }
 
-async function poolWith(api: FakeApi, timeoutMs = 200) {
+const PENDING = Symbol('pending');
+/** The promise's value if it has settled by the time the microtasks queued so far have run, else PENDING. */
+const settled = <T>(p: Promise<T>): Promise<T | typeof PENDING> => Promise.race([p, new Promise<typeof PENDING>((r) => setImmediate(() => r(PENDING)))]);
+
+async function poolWith(api: FakeApi, timeoutMs = 200, options: Partial<KubePoolOptions> = {}) {
   const metrics = createMetrics();
   const pool = new KubePool({
     api,
@@ -94,6 +102,7 @@ async function poolWith(api: FakeApi, timeoutMs = 200) {
     activityFlushMs: 60_000,
     retryAfterS: 1,
     random: () => 0,
+    ...options,
   });
   await pool.start();
   return { pool, metrics };
@@ -193,6 +202,48 @@ describe('kubernetes backend on a fake API', () => {
     assert.equal(pool.lookup(s.hash)?.worker, 'w1');
     assert.equal(await pool.release(s.hash, 'deleted'), true);
     assert.ok(!api.pods.has(s.worker), 'an explicit end deletes the pod');
+    await pool.stop();
+  });
+
+  test('when another replica has just claimed a session, then a lookup here waits for the watch to show it instead of calling it unknown', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    const { pool } = await poolWith(api, 200, { catchUpMs: 60_000 });
+    const hash = 'f'.repeat(40);
+    const found = pool.waitForSession(hash);
+    assert.equal(await settled(found), PENDING, 'a session this replica has not seen is waited for');
+    // The other replica's claim, as this replica's watch delivers it.
+    api.handlers.upsert(await api.patchPod('w1', undefined, { assigned: 'assigned', [SESSION_LABEL]: hash }, { [CLAIMED_AT]: new Date().toISOString() }));
+    const got = await settled(found);
+    assert.equal(got === PENDING ? 'still waiting' : got?.worker, 'w1', 'the watch event ends the wait with the session');
+    await pool.stop();
+  });
+
+  test('when a session stays unknown, then the lookup gives up after catchUpMs', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    const { pool } = await poolWith(api, 200, { catchUpMs: 20 });
+    // The pool's timers are unref'd: something must keep the event loop alive past them.
+    const [found] = await Promise.all([pool.waitForSession('9'.repeat(40)), sleep(40)]);
+    assert.equal(found, undefined);
+    await pool.stop();
+  });
+
+  test('when a claim write times out but lands after all, then the session nobody holds is ended and its pod deleted', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    const { pool, metrics } = await poolWith(api, 200, { activityFlushMs: 10 });
+    api.afterPatch = () => {
+      api.afterPatch = undefined;
+      throw Object.assign(new Error('kubernetes patch timed out'), { code: 'ETIMEDOUT' });
+    };
+    await assert.rejects(pool.claim({ hash: '7'.repeat(40), client: 'c' }), { code: 'backend_unavailable', status: 503 });
+    // The write that landed, as the watch shows it.
+    api.handlers.upsert(api.pods.get('w1') as PodInfo);
+    for (let i = 0; i < 500 && api.pods.has('w1'); i++) await sleep(10);
+    assert.ok(!api.pods.has('w1'), 'the pod of the lost claim is deleted');
+    const orphans = (await metrics.sessionsEnded.get()).values.find((v) => v.labels.reason === 'orphan');
+    assert.equal(orphans?.value, 1);
     await pool.stop();
   });
 });

@@ -15,6 +15,11 @@ export const ENDED = 'warmpool.dev/ended';
 const FREE = 'not_assigned';
 const TAKEN = 'assigned';
 const HASH_SHAPE = /^[0-9a-f]{40}$/;
+/**
+ * How long a claim write that failed without an answer may still land. The API server gives up
+ * on a request after its own timeout (60 s by default); past this, the write never will.
+ */
+const ABANDONED_TTL_MS = 5 * 60_000;
 
 export interface KubePoolOptions {
   api: KubeApi;
@@ -32,6 +37,8 @@ export interface KubePoolOptions {
   retryAfterS: number;
   /** Conflicting candidates one claim tries before it waits for the watch. */
   maxAttempts?: number;
+  /** Longest wait for the watch to show a session this replica has not seen yet (see waitForSession). */
+  catchUpMs?: number;
   random?: () => number;
   now?: () => number;
 }
@@ -62,6 +69,13 @@ export class KubePool implements PoolBackend {
   private readonly startupSeen = new Set<string>();
   private readonly pendingActivity = new Map<string, number>();
   private readonly goneListeners: GoneListener[] = [];
+  /**
+   * Sessions whose claim write failed without an answer (a timeout, a reset connection), by
+   * hash, with the time: the write may have landed after all, on a pod no client can reach.
+   */
+  private readonly abandoned = new Map<string, number>();
+  /** Lookups waiting for the watch to show a session, by session hash. */
+  private readonly awaited = new Map<string, Set<() => void>>();
   private watch: { stop(): Promise<void> } | undefined;
   private flusher: NodeJS.Timeout | undefined;
   private synced = false;
@@ -118,6 +132,32 @@ export class KubePool implements PoolBackend {
   lookup(hash: string): SessionWorker | undefined {
     const pod = this.bySession.get(hash);
     return pod ? this.toSession(pod) : undefined;
+  }
+
+  /**
+   * This replica learns of another replica's claim through its watch, some milliseconds after
+   * that claim's client got its session id (tens under load). A client's next request may well
+   * come here at once (a Service spreads connections over replicas) and must not be told that
+   * its session does not exist: so an unknown session is waited for, up to `catchUpMs`, until
+   * the watch shows it or its end.
+   */
+  async waitForSession(hash: string): Promise<SessionWorker | undefined> {
+    if (!this.bySession.has(hash) && !this.reported.has(hash) && !this.stopped) {
+      await new Promise<void>((resolve) => {
+        const waiters = this.awaited.get(hash) ?? new Set<() => void>();
+        const wake = () => {
+          clearTimeout(timer);
+          waiters.delete(wake);
+          if (waiters.size === 0) this.awaited.delete(hash);
+          resolve();
+        };
+        const timer = setTimeout(wake, this.o.catchUpMs ?? 2000);
+        timer.unref();
+        waiters.add(wake);
+        this.awaited.set(hash, waiters);
+      });
+    }
+    return this.lookup(hash);
   }
 
   *sessions(): Iterable<SessionWorker> {
@@ -193,9 +233,20 @@ export class KubePool implements PoolBackend {
 
   /**
    * Deletes claimed pods that carry no valid session (a hand edit, a foreign tool) or can no
-   * longer serve the one they carry (worker restarted or pod failed: the session is lost).
+   * longer serve the one they carry (worker restarted or pod failed: the session is lost), and
+   * ends the sessions of claims that failed here without an answer but landed after all: their
+   * client got a 503 and never the id, so the pod would otherwise wait out the idle timeout.
    */
   private async reapOrphans(): Promise<void> {
+    for (const [hash, since] of this.abandoned) {
+      if (this.now() - since > ABANDONED_TTL_MS) {
+        this.abandoned.delete(hash);
+      } else if (this.bySession.has(hash) && await this.release(hash, 'orphan').catch(() => false)) {
+        this.abandoned.delete(hash);
+        this.o.metrics.sessionsEnded.inc({ reason: 'orphan' });
+        this.o.logger.warn({ session: hash.slice(0, 12) }, 'ended the session of a claim whose answer was lost');
+      }
+    }
     for (const pod of this.pods.values()) {
       if (pod.deleting || pod.labels[this.o.labelKey] !== TAKEN) continue;
       const valid = HASH_SHAPE.test(pod.labels[SESSION_LABEL] ?? '') && epoch(pod.annotations[CLAIMED_AT]) > 0;
@@ -250,6 +301,7 @@ export class KubePool implements PoolBackend {
       } catch (err) {
         if (!isConflict(err)) {
           this.o.logger.warn({ pod: pod.name, err: (err as Error).message }, 'claim failed');
+          this.abandoned.set(request.hash, this.now());
           throw errors.backendUnavailable(this.o.retryAfterS);
         }
         this.dropped.add(`${pod.name}@${pod.resourceVersion}`);
@@ -322,6 +374,7 @@ export class KubePool implements PoolBackend {
     const alive = !pod.deleting && this.canServe(pod);
     if (alive) {
       this.bySession.set(hash, pod);
+      this.wakeLookups(hash);
       return;
     }
     if (this.bySession.get(hash)?.uid === pod.uid) this.bySession.delete(hash);
@@ -332,6 +385,11 @@ export class KubePool implements PoolBackend {
     const kind = ended ? 'ended' : 'lost';
     const why = ended ? `ended (${ended}) by another replica` : pod.deleting ? 'pod deleted' : restarted ? 'worker restarted' : `pod ${pod.phase}`;
     for (const listener of this.goneListeners) listener(hash, pod.name, kind, why);
+    this.wakeLookups(hash);
+  }
+
+  private wakeLookups(hash: string): void {
+    for (const wake of [...(this.awaited.get(hash) ?? [])]) wake();
   }
 
   /** A container restarted in place after the claim has forgotten the conversation. */

@@ -97,6 +97,11 @@ export class LocalPool implements PoolBackend {
     return this.bySession.get(hash)?.session;
   }
 
+  /** This process made every session it has: what it does not know does not exist. */
+  async waitForSession(hash: string): Promise<SessionWorker | undefined> {
+    return this.lookup(hash);
+  }
+
   *sessions(): Iterable<SessionWorker> {
     for (const w of this.bySession.values()) if (w.session) yield w.session;
   }

@@ -51,6 +51,12 @@ export interface PoolBackend {
    */
   claim(request: ClaimRequest): Promise<SessionWorker>;
   lookup(hash: string): SessionWorker | undefined;
+  /**
+   * `lookup` for a session this replica has not seen (yet): a backend whose view of sessions
+   * can lag behind other replicas waits, bounded, for its view to catch up before it calls the
+   * session unknown.
+   */
+  waitForSession(hash: string): Promise<SessionWorker | undefined>;
   sessions(): Iterable<SessionWorker>;
   /**
    * Ends the session: the worker is stopped or deleted. Resolves false when the session was not
