@@ -129,6 +129,15 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
     return { kind: 'implicit', token: undefined, url };
   }
 
+  /**
+   * The id as the client wrote it. express hands handlers a percent-decoded parameter, which
+   * would let `/sessions/%41...` name a session that the proxied form of the same path (matched
+   * undecoded) does not find; every route takes the id undecoded instead.
+   */
+  function rawId(req: Request): string {
+    return SESSION_PATH.exec(splitUrl(req.originalUrl).path)?.[1] ?? '';
+  }
+
   const app = controlApi();
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -184,10 +193,10 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
         .json({ id: token, createdAt: new Date(worker.createdAt).toISOString(), expiresAt: new Date(sessions.expiresAt(worker)).toISOString() });
     });
     api.get('/sessions/:id', async (req, res) => {
-      res.setHeader('cache-control', 'no-store').json(await sessions.describe(req.params.id as string));
+      res.setHeader('cache-control', 'no-store').json(await sessions.describe(rawId(req)));
     });
     api.delete('/sessions/:id', async (req, res) => {
-      await sessions.end(req.params.id as string, req.headers['x-request-id'] as string);
+      await sessions.end(rawId(req), req.headers['x-request-id'] as string);
       res.status(204).end();
     });
     api.all('/sessions', () => { throw errors.methodNotAllowed(); });

@@ -124,6 +124,14 @@ describe('bad input', () => {
       }
       const header = await fetch(`${c.base}/anything`, { headers: { 'x-session-id': 'not a token' } });
       assert.equal(header.status, 404);
+      // An id is matched as written: percent-encoding a live one names no session, on any route.
+      const live = await createSession(c);
+      const encoded = [...live].map((ch) => `%${ch.charCodeAt(0).toString(16).padStart(2, '0')}`).join('');
+      for (const [method, path] of [['GET', `/sessions/${encoded}`], ['DELETE', `/sessions/${encoded}`], ['GET', `/sessions/${encoded}/echo`]] as const) {
+        const res = await fetch(`${c.base}${path}`, { method });
+        assert.equal(res.status, 404, `${method} ${path}`);
+      }
+      assert.equal((await fetch(`${c.base}/sessions/${live}`)).status, 200, 'the session itself is untouched');
       const method = await fetch(`${c.base}/sessions`, { method: 'GET' });
       assert.equal(method.status, 405);
       assert.equal(((await method.json()) as { error: string }).error, 'method_not_allowed');
