@@ -150,7 +150,7 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
       }
       const token = r.kind === 'explicit' ? r.token : tokenFromRequest(req);
       if (token !== undefined) {
-        proxy.web(req, res, target(await sessions.resolve(token), r.url));
+        proxy.web(req, res, target(sessions.known(token) ?? await sessions.resolve(token), r.url));
         return;
       }
       if (!config.AUTO_SESSION) throw errors.notFound();
@@ -231,7 +231,7 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
       if (r.kind === 'control') throw errors.notFound();
       const token = r.kind === 'explicit' ? r.token : tokenFromRequest(req);
       if (token === undefined) throw errors.sessionNotFound();
-      proxy.ws(req, socket, head, target(await sessions.resolve(token), r.url));
+      proxy.ws(req, socket, head, target(sessions.known(token) ?? await sessions.resolve(token), r.url));
     } catch (err) {
       sendSocketError(socket, clientErrorOf(err) ?? unexpected(err));
     }

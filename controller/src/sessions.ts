@@ -142,6 +142,15 @@ export class Sessions {
   }
 
   /**
+   * The worker of a session this replica already sees, found without waiting: the proxy's hot
+   * path forwards in the same tick, before Node parses more of the request (a malformed body
+   * would otherwise get the parser's 400 instead of the router's answer). `resolve` is the rest.
+   */
+  known(token: string): SessionWorker | undefined {
+    return isWellFormedToken(token) ? this.backend.lookup(sessionHash(token)) : undefined;
+  }
+
+  /**
    * The worker of a live session, or the right 404/410 error. A session neither known nor
    * remembered as gone may be one another replica has just made: the backend gets to wait for it.
    */
