@@ -16,7 +16,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
-import { alive, parseLine, type Controller } from '../integration/harness.js';
+import { alive, metric, parseLine, type Controller } from '../integration/harness.js';
 import { stopComponent } from './components.js';
 import { hashOf, isReady, poolFixture, POOL, type Pod, type PoolFixture } from './fixture.js';
 import { Kube } from './kube.js';
@@ -94,11 +94,6 @@ const containerPid = (p: Pod): number | undefined => {
   return id?.startsWith('process://') ? Number(id.slice('process://'.length)) : undefined;
 };
 
-async function metric(c: Controller, name: string, labels: string): Promise<number> {
-  const text = await (await fetch(`${c.admin}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
-  return Number(line?.split(' ')[1] ?? 0);
-}
 
 describe('kubernetes backend: faults under load', () => {
   let f: PoolFixture;

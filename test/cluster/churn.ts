@@ -5,7 +5,7 @@
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import WebSocket from 'ws';
-import { chat, createSession, eventually, type Controller } from '../integration/harness.js';
+import { chat, createSession, eventually, metric, type Controller } from '../integration/harness.js';
 
 export interface FootprintSample {
   /** Sessions completed when the sample was taken. */
@@ -68,9 +68,8 @@ export async function footprint(c: Controller, sessions: number): Promise<Footpr
     }
   }
   const rss = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-  const metrics = await (await fetch(`${c.admin}/metrics`)).text();
-  const heap = /^nodejs_heap_size_used_bytes (\S+)/m.exec(metrics)?.[1];
-  return { sessions, rssBytes: Number(rss) * 1024, heapUsedBytes: Number(heap), sockets, fds: fds.length };
+  const heapUsedBytes = await metric(c, 'nodejs_heap_size_used_bytes');
+  return { sessions, rssBytes: Number(rss) * 1024, heapUsedBytes, sockets, fds: fds.length };
 }
 
 /** `n` sessions in sequence, each claimed, chatted with once and deleted; a sample every `every`. */

@@ -17,6 +17,7 @@ import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { alive, eventually } from '../integration/harness.js';
 import { ApiError, Kube, kubeconfigJson } from './kube.js';
 import { markedPids } from './procs.js';
 import { createdMountPointsFile, removeMountPoint } from './volumes.js';
@@ -134,30 +135,15 @@ function start(state: State, name: string, cmd: string, args: string[], env: Nod
   writeFileSync(statePath, JSON.stringify(state, null, 2));
 }
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
-async function waitFor<T>(what: string, timeoutMs: number, state: State, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    const dead = state.processes.find((p) => !alive(p.pid));
-    if (dead) throw new Error(`${dead.name} exited; see ${join(logs, `${dead.name}.log`)}`);
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await sleep(250);
-  }
+/** Polls like the tests do, but gives up at once when a component has exited. */
+function waitFor<T>(what: string, timeoutMs: number, state: State, probe: () => Promise<T | undefined>): Promise<T> {
+  return eventually(what, probe, timeoutMs, {
+    intervalMs: 250,
+    failFast: () => {
+      const dead = state.processes.find((p) => !alive(p.pid));
+      if (dead) throw new Error(`${dead.name} exited; see ${join(logs, `${dead.name}.log`)}`);
+    },
+  });
 }
 
 async function up(): Promise<void> {

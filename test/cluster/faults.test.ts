@@ -5,16 +5,13 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { createSession, type Controller } from '../integration/harness.js';
+import { createSession, metric, type Controller } from '../integration/harness.js';
 import { poolFixture, type Pod, type PoolFixture } from './fixture.js';
 import { stopComponent } from './components.js';
 import { kubeconfigPath } from './paths.js';
 import { waitUntil } from './wait.js';
 
-async function conflicts(c: Controller): Promise<number> {
-  const text = await (await fetch(`${c.admin}/metrics`)).text();
-  return Number(/^warmpool_claims_total\{result="conflict"\} (\d+)/m.exec(text)?.[1] ?? 0);
-}
+const conflicts = (c: Controller) => metric(c, 'warmpool_claims_total', 'result="conflict"');
 
 const chat = (c: Controller, id: string, message: string) =>
   fetch(`${c.base}/sessions/${id}/chat`, { method: 'POST', body: JSON.stringify({ message }), signal: AbortSignal.timeout(20_000) });

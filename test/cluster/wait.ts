@@ -1,18 +1,7 @@
 /** Polling with a deadline, for the cluster tests: the deadline guards against hangs, it is no timing assertion. */
-import { setTimeout as sleep } from 'node:timers/promises';
+import { eventually } from '../integration/harness.js';
 
-/** Resolves with the first value `probe` returns that is not undefined; errors count as "not yet". */
-export async function waitUntil<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(250);
-  }
-  throw new Error(`timed out waiting until ${what}${last ? ` (last error: ${String(last)})` : ''}`);
+/** `eventually` with the cluster tier's pace: a slower poll (each try is an API call) and a longer deadline. */
+export function waitUntil<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
+  return eventually(what, probe, timeoutMs, { intervalMs: 250 });
 }

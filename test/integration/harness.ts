@@ -96,11 +96,24 @@ export function parseLine(line: string): Record<string, unknown> | undefined {
   }
 }
 
+export interface PollOptions {
+  /** Pause between tries. */
+  intervalMs?: number;
+  /** Run before every try; what it throws ends the wait at once (a try's own errors mean "not yet"). */
+  failFast?: () => void;
+}
+
 /** Polls `check` until it returns a value other than undefined, or fails after `ms`. */
-export async function eventually<T>(what: string, check: () => Promise<T | undefined> | T | undefined, ms = 30_000): Promise<T> {
+export async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined> | T | undefined,
+  ms = 30_000,
+  { intervalMs = 50, failFast }: PollOptions = {},
+): Promise<T> {
   const deadline = Date.now() + ms;
   let last: unknown;
   for (;;) {
+    failFast?.();
     try {
       const value = await check();
       if (value !== undefined) return value;
@@ -108,8 +121,16 @@ export async function eventually<T>(what: string, check: () => Promise<T | undef
       last = err;
     }
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await sleep(50);
+    await sleep(intervalMs);
   }
+}
+
+/** One sample from a controller's /metrics, `name{labels}` with labels as written there; 0 when absent. */
+export async function metric(c: Controller, name: string, labels = ''): Promise<number> {
+  const text = await (await fetch(`${c.admin}/metrics`)).text();
+  const key = labels ? `${name}{${labels}} ` : `${name} `;
+  const line = text.split('\n').find((l) => l.startsWith(key));
+  return Number(line?.slice(key.length).split(' ')[0] ?? 0);
 }
 
 export async function pool(c: Controller): Promise<{ warm: number; warming: number; assigned: number; pendingClaims: number }> {
