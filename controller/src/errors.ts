@@ -47,6 +47,8 @@ export const errors = {
   upstreamTimeout: () => new WarmpoolError('upstream_timeout', 504, 'the session worker took too long'),
   backendUnavailable: (retryAfterS: number) =>
     new WarmpoolError('backend_unavailable', 503, 'the pool backend cannot take claims right now', retryAfterS),
+  /** Nobody reads this answer (the client left while it waited); it names the case in logs and metrics. */
+  clientClosed: () => new WarmpoolError('client_closed', 499, 'the client closed the connection before the session was ready'),
   shuttingDown: () => new WarmpoolError('shutting_down', 503, 'this replica is shutting down', 1),
   internal: () => new WarmpoolError('internal', 500, 'internal error'),
 } as const;

@@ -243,7 +243,7 @@ export class Sessions {
     this.forget(worker.hash, 'session_ended');
     let ended: boolean;
     try {
-      ended = await this.backend.release(worker.hash, reason);
+      ended = await this.backend.release(worker, reason);
     } finally {
       this.publish();
     }

@@ -197,10 +197,10 @@ describe('kubernetes backend on a fake API', () => {
     const s = await pool.claim({ hash: 'd'.repeat(40), client: 'c' });
     const pod = api.pods.get(s.worker) as PodInfo;
     api.pods.set(s.worker, { ...pod, resourceVersion: String(++api.version), annotations: { ...pod.annotations, 'warmpool.dev/last-activity': new Date().toISOString() } });
-    assert.equal(await pool.release(s.hash, 'idle'), false);
+    assert.equal(await pool.release(s, 'idle'), false);
     assert.ok(api.pods.has(s.worker), 'the pod is not deleted');
     assert.equal(pool.lookup(s.hash)?.worker, 'w1');
-    assert.equal(await pool.release(s.hash, 'deleted'), true);
+    assert.equal(await pool.release(s, 'deleted'), true);
     assert.ok(!api.pods.has(s.worker), 'an explicit end deletes the pod');
     await pool.stop();
   });

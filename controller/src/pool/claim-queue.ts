@@ -39,28 +39,33 @@ export class ClaimQueue {
 
   /**
    * Waits for a wake-up or the deadline. `again` puts the waiter at the head: it was already
-   * first in line before losing a race. Rejects with 503 `claim_queue_full` or `no_warm_worker`.
+   * first in line before losing a race. Rejects with 503 `claim_queue_full` or `no_warm_worker`,
+   * or with 499 `client_closed` when `signal` aborts: the waiter leaves the line at once, so a
+   * client that gave up never has a worker claimed for it.
    */
-  wait(deadline: number, again = false): Promise<void> {
+  wait(deadline: number, again = false, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(errors.clientClosed());
     const remaining = deadline - this.now();
     if (remaining <= 0) return Promise.reject(errors.noWarmWorker(this.options.retryAfterS()));
     if (!again && this.waiters.length >= this.options.maxPending) {
       return Promise.reject(errors.claimQueueFull(this.options.retryAfterS()));
     }
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = {
-        since: this.now(),
-        wake: () => {
-          clearTimeout(timer);
-          this.options.onWait?.((this.now() - waiter.since) / 1000);
-          resolve();
-        },
-      };
-      const timer = setTimeout(() => {
-        this.remove(waiter);
+      const settle = (err?: Error) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', abort);
         this.options.onWait?.((this.now() - waiter.since) / 1000);
-        reject(errors.noWarmWorker(this.options.retryAfterS()));
-      }, remaining);
+        if (err) reject(err);
+        else resolve();
+      };
+      const waiter: Waiter = { since: this.now(), wake: () => settle() };
+      const leave = (err: Error) => {
+        this.remove(waiter);
+        settle(err);
+      };
+      const abort = () => leave(errors.clientClosed());
+      const timer = setTimeout(() => leave(errors.noWarmWorker(this.options.retryAfterS())), remaining);
+      signal?.addEventListener('abort', abort, { once: true });
       if (again) this.waiters.unshift(waiter);
       else this.waiters.push(waiter);
       this.options.onLength?.(this.waiters.length);
@@ -89,15 +94,20 @@ export class ClaimQueue {
  * (so late arrivals cannot overtake the queue); otherwise, and after every failed try, it waits
  * for a wake-up. A woken waiter that still finds nothing goes back to the head of the line.
  */
-export async function claimInOrder<T>(queue: ClaimQueue, tryClaim: () => Promise<T | undefined> | T | undefined): Promise<T> {
+export async function claimInOrder<T>(
+  queue: ClaimQueue,
+  tryClaim: () => Promise<T | undefined> | T | undefined,
+  signal?: AbortSignal,
+): Promise<T> {
   const deadline = queue.deadline();
   let woken = false;
   for (;;) {
+    if (signal?.aborted) throw errors.clientClosed();
     if (woken || queue.length === 0) {
       const got = await tryClaim();
       if (got !== undefined) return got;
     }
-    await queue.wait(deadline, woken);
+    await queue.wait(deadline, woken, signal);
     woken = true;
   }
 }

@@ -126,7 +126,7 @@ export class KubePool implements PoolBackend {
 
   claim(request: ClaimRequest): Promise<SessionWorker> {
     if (!this.connected) return Promise.reject(errors.backendUnavailable(this.o.retryAfterS));
-    return claimInOrder(this.o.queue, () => this.tryClaim(request));
+    return claimInOrder(this.o.queue, () => this.tryClaim(request), request.signal);
   }
 
   lookup(hash: string): SessionWorker | undefined {
@@ -173,7 +173,8 @@ export class KubePool implements PoolBackend {
    * deletes it. Both writes are conditional: an idle or lifetime end carries the version the
    * decision was made on, so activity written meanwhile by another replica wins.
    */
-  async release(hash: string, reason: EndReason): Promise<boolean> {
+  async release(session: SessionWorker, reason: EndReason): Promise<boolean> {
+    const hash = session.hash;
     const pod = this.bySession.get(hash);
     if (!pod) return false;
     this.bySession.delete(hash);
@@ -181,7 +182,7 @@ export class KubePool implements PoolBackend {
     this.pendingActivity.delete(hash);
     const guarded = reason === 'idle' || reason === 'lifetime' || reason === 'orphan';
     try {
-      const marked = await this.o.api.patchPod(pod.name, guarded ? pod.resourceVersion : undefined, {}, { [ENDED]: reason });
+      const marked = await this.o.api.patchPod(pod.name, guarded ? session.version : undefined, {}, { [ENDED]: reason });
       await this.o.api.deletePod(pod.name, pod.uid, guarded ? marked.resourceVersion : undefined);
       return true;
     } catch (err) {
@@ -241,7 +242,7 @@ export class KubePool implements PoolBackend {
     for (const [hash, since] of this.abandoned) {
       if (this.now() - since > ABANDONED_TTL_MS) {
         this.abandoned.delete(hash);
-      } else if (this.bySession.has(hash) && await this.release(hash, 'orphan').catch(() => false)) {
+      } else if (this.bySession.has(hash) && await this.release(this.lookup(hash) as SessionWorker, 'orphan').catch(() => false)) {
         this.abandoned.delete(hash);
         this.o.metrics.sessionsEnded.inc({ reason: 'orphan' });
         this.o.logger.warn({ session: hash.slice(0, 12) }, 'ended the session of a claim whose answer was lost');
@@ -335,6 +336,7 @@ export class KubePool implements PoolBackend {
       createdAt: epoch(pod.annotations[CLAIMED_AT]),
       lastActivity: epoch(pod.annotations[LAST_ACTIVITY]),
       client: pod.labels[CLIENT_LABEL] ?? '',
+      version: pod.resourceVersion,
     };
   }
 

@@ -90,7 +90,7 @@ export class LocalPool implements PoolBackend {
   }
 
   claim(request: ClaimRequest): Promise<SessionWorker> {
-    return claimInOrder(this.options.queue, () => this.take(request));
+    return claimInOrder(this.options.queue, () => this.take(request), request.signal);
   }
 
   lookup(hash: string): SessionWorker | undefined {
@@ -111,10 +111,11 @@ export class LocalPool implements PoolBackend {
     if (worker?.session && at > worker.session.lastActivity) worker.session = { ...worker.session, lastActivity: at };
   }
 
-  async release(hash: string, _reason: EndReason): Promise<boolean> {
-    const worker = this.bySession.get(hash);
+  /** A process holds no version to guard on: this replica alone serves it, so every end is final. */
+  async release(session: SessionWorker, _reason: EndReason): Promise<boolean> {
+    const worker = this.bySession.get(session.hash);
     if (!worker) return false;
-    this.bySession.delete(hash);
+    this.bySession.delete(session.hash);
     await this.terminate(worker);
     return true;
   }
@@ -152,6 +153,7 @@ export class LocalPool implements PoolBackend {
       createdAt: now,
       lastActivity: now,
       client: request.client,
+      version: '1',
     };
     this.bySession.set(request.hash, worker);
     this.reconcile();

@@ -21,15 +21,32 @@ export interface SessionWorker {
   readonly lastActivity: number;
   /** Hash of the client key that created the session, for per-client limits. */
   readonly client: string;
+  /**
+   * The backend's version of this view (a pod's resourceVersion; opaque, compared for equality
+   * only). An idle or lifetime end is conditional on it: if the session changed since the view
+   * the decision was made on (another replica wrote activity), the end does not happen.
+   */
+  readonly version: string;
 }
 
-export type EndReason = 'deleted' | 'idle' | 'lifetime' | 'orphan' | 'shutdown';
+/**
+ * Why a session ended. `abandoned`: its client left before the claim landed. `orphan`: a claim
+ * nobody can use (its answer was lost, or the pod carries no valid session). `lost` is not a
+ * reason a replica ends a session for: it is what a worker that died is reported as (onGone).
+ */
+export type EndReason = 'deleted' | 'idle' | 'lifetime' | 'abandoned' | 'orphan';
 
 export type GoneListener = (hash: string, worker: string, kind: 'ended' | 'lost', why: string) => void;
 
 export interface ClaimRequest {
   hash: string;
   client: string;
+  /**
+   * Aborted when the client that asked has gone: a claim still waiting in the queue leaves it
+   * and rejects with 499 `client_closed`. A claim write already sent may still land; the
+   * caller then releases it at once as `abandoned`.
+   */
+  signal?: AbortSignal;
 }
 
 export interface PoolSnapshot {
@@ -59,11 +76,12 @@ export interface PoolBackend {
   waitForSession(hash: string): Promise<SessionWorker | undefined>;
   sessions(): Iterable<SessionWorker>;
   /**
-   * Ends the session: the worker is stopped or deleted. Resolves false when the session was not
-   * ended after all: already gone, or (kubernetes) the pod changed since an idle or lifetime
-   * decision, e.g. another replica recorded activity.
+   * Ends the session seen as `session`: the worker is stopped or deleted. Resolves false when
+   * the session was not ended after all: already gone, or (kubernetes) for `idle`, `lifetime`
+   * and `orphan`, the session's version changed since `session` was read (another replica
+   * recorded activity).
    */
-  release(hash: string, reason: EndReason): Promise<boolean>;
+  release(session: SessionWorker, reason: EndReason): Promise<boolean>;
   /** The router saw traffic; a backend may persist it (throttled) so other replicas see it. */
   recordActivity(hash: string, at: number): void;
   snapshot(): PoolSnapshot;
