@@ -69,8 +69,8 @@ function localBackend(): PoolBackend {
  * that a laptop on the local backend should not pay.
  */
 async function kubernetesBackend(): Promise<PoolBackend> {
-  const { createKubeApi, loadKubeConfig } = await import('./pool/kube-client.js');
-  const { KubePool } = await import('./pool/kubernetes.js');
+  const { createKubeApi, loadKubeConfig } = await import('./pool/kubernetes/client.js');
+  const { KubePool } = await import('./pool/kubernetes/index.js');
   const api = createKubeApi(loadKubeConfig(), {
     namespace: config.NAMESPACE,
     count: (verb, code) => metrics.kubeRequests.inc({ verb, code }),

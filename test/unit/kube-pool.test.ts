@@ -4,8 +4,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger } from '../../controller/src/log.js';
 import { createMetrics } from '../../controller/src/metrics.js';
 import { ClaimQueue } from '../../controller/src/pool/claim-queue.js';
-import type { KubeApi, PodInfo, PodWatchHandlers } from '../../controller/src/pool/kube-client.js';
-import { CLAIMED_AT, ENDED, KubePool, SESSION_LABEL, type KubePoolOptions } from '../../controller/src/pool/kubernetes.js';
+import type { KubeApi, PodInfo, PodWatchHandlers } from '../../controller/src/pool/kubernetes/index.js';
+import { CLAIMED_AT, ENDED, KubePool, SESSION_LABEL, type KubePoolOptions } from '../../controller/src/pool/kubernetes/index.js';
 
 class ApiError extends Error {
   constructor(readonly code: number) {
@@ -73,12 +73,16 @@ class FakeApi implements KubeApi {
     this.pods.delete(name);
   }
 
-  async deploymentExists(): Promise<boolean> {
-    return true;
+  async readReplicas(): Promise<number | undefined> {
+    return this.scaled ?? 0;
   }
 
   async scaleDeployment(_name: string, replicas: number): Promise<void> {
     this.scaled = replicas;
+  }
+
+  async createEvent(): Promise<void> {
+    return undefined;
   }
 }
 
