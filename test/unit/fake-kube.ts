@@ -27,6 +27,8 @@ export class FakeApi implements KubeApi {
   deployment = true;
   events: PodEvent[] = [];
   failEvents = false;
+  /** Reads of the Deployment get no answer (a hung API server). */
+  down = false;
   /** Writes that happen "elsewhere" just before our next patch lands, to provoke conflicts. */
   beforePatch: ((name: string) => void) | undefined;
   /** Runs once a patch is stored; throwing from it loses the answer of a write that landed. */
@@ -77,6 +79,7 @@ export class FakeApi implements KubeApi {
   }
 
   async readReplicas(): Promise<number | undefined> {
+    if (this.down) throw Object.assign(new Error('kubernetes get cancelled'), { code: 'ETIMEDOUT' });
     return this.deployment ? this.scaled ?? 0 : undefined;
   }
 

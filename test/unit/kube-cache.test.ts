@@ -204,3 +204,30 @@ describe('kubernetes pool size and Events', () => {
     await pool.stop();
   });
 });
+
+describe('kubernetes API server that does not answer', () => {
+  test('when a claim write gets no answer, then the claims queued behind it fail at once with backend_unavailable, and claims work again once the API server answers', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    const { pool } = await poolWith(api, 60_000);
+    api.down = true;
+    api.beforePatch = () => {
+      api.beforePatch = undefined;
+      throw Object.assign(new Error('kubernetes patch cancelled'), { code: 'ETIMEDOUT' });
+    };
+    const first = pool.claim({ hash: '4'.repeat(40), client: 'c' });
+    const queued = pool.claim({ hash: '5'.repeat(40), client: 'c' });
+    await assert.rejects(first, { code: 'backend_unavailable' });
+    await assert.rejects(queued, { code: 'backend_unavailable' }, 'the queued claim did not wait out its 60 s timeout');
+    await assert.rejects(pool.claim({ hash: '6'.repeat(40), client: 'c' }), { code: 'backend_unavailable' }, 'claims fail fast while it does not answer');
+    api.down = false;
+    api.handlers.upsert(api.addWarm('w2', '127.0.9.2'));
+    let again: string | undefined;
+    for (let i = 0; i < 200 && again === undefined; i++) {
+      again = await pool.claim({ hash: '6'.repeat(40), client: 'c' }).then((s) => s.worker, () => undefined);
+      if (again === undefined) await sleep(10);
+    }
+    assert.ok(again === 'w1' || again === 'w2', 'a claim succeeds once the API server answers');
+    await pool.stop();
+  });
+});

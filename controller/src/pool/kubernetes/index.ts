@@ -58,6 +58,8 @@ export class KubePool implements PoolBackend {
   private watch: { stop(): Promise<void> } | undefined;
   private synced = false;
   private connected = false;
+  /** False from a claim write that got no answer until the API server answers again: claims then fail fast. */
+  private answering = true;
   private stopped = false;
 
   constructor(private readonly o: KubePoolOptions) {
@@ -77,13 +79,17 @@ export class KubePool implements PoolBackend {
       activityFlushMs: o.activityFlushMs,
       orphanSweepMs: o.orphanSweepMs ?? o.activityFlushMs,
       poolSizeCheckMs: o.poolSizeCheckMs ?? 10_000,
+      reachable: (answered) => this.answered(answered),
       end: (session, reason) => this.release(session, reason),
     });
     this.claimer = new Claimer({
       api, cache: this.cache, events: this.events, logger, metrics, replica, labelKey, workerPort, retryAfterS, now,
       maxAttempts: o.maxAttempts ?? 5,
-      connected: () => this.connected,
-      unanswered: (hash) => this.reconciler.recordUnanswered(hash),
+      connected: () => this.connected && this.answering,
+      unanswered: (hash) => {
+        this.reconciler.recordUnanswered(hash);
+        this.answered(false);
+      },
     });
   }
 
@@ -116,8 +122,12 @@ export class KubePool implements PoolBackend {
   }
 
   claim(request: ClaimRequest): Promise<SessionWorker> {
-    if (!this.connected) return Promise.reject(errors.backendUnavailable(this.o.retryAfterS));
-    return claimInOrder(this.o.queue, () => this.claimer.tryClaim(request), request.signal);
+    if (!this.connected || !this.answering) return Promise.reject(errors.backendUnavailable(this.o.retryAfterS));
+    return claimInOrder(this.o.queue, async () => {
+      const got = await this.claimer.tryClaim(request);
+      if (got === undefined && !this.answering) throw errors.backendUnavailable(this.o.retryAfterS);
+      return got;
+    }, request.signal);
   }
 
   lookup(hash: string): SessionWorker | undefined {
@@ -174,6 +184,27 @@ export class KubePool implements PoolBackend {
       if (guarded) restore();
       return false;
     }
+  }
+
+  /**
+   * A hung API server keeps the watch open and silent, so only a request that gets no answer
+   * tells. From then on claims fail fast (the queued ones too, at once) instead of each waiting
+   * out its own deadline, and the reconciler probes until the API server answers again.
+   */
+  private answered(yes: boolean): void {
+    const was = this.answering;
+    this.answering = yes;
+    if (yes) {
+      if (was) return;
+      this.o.logger.info('the API server answers again');
+      this.o.queue.wake(this.cache.counts().warm);
+      return;
+    }
+    // Every failed probe wakes the claims queued meanwhile, so they fail now too.
+    this.o.queue.wake(this.o.queue.length);
+    if (!was) return;
+    this.o.logger.warn('the API server does not answer; claims fail until it does');
+    this.reconciler.probeSoon();
   }
 
   snapshot(): PoolSnapshot {

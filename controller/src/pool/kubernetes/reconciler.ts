@@ -7,7 +7,7 @@
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
 import type { EndReason, SessionWorker } from '../types.js';
-import { isConflict, type KubeApi } from './api.js';
+import { isConflict, statusOf, type KubeApi } from './api.js';
 import type { PodEvents } from './events.js';
 import { canServe, CLAIMED_AT, epoch, HASH_SHAPE, LAST_ACTIVITY, SESSION_LABEL, sessionOf } from './labels.js';
 import type { PodCache } from './pod-cache.js';
@@ -19,7 +19,7 @@ import type { SessionIndex } from './session-index.js';
  */
 const UNANSWERED_TTL_MS = 5 * 60_000;
 const RETRY_MS = 500;
-const MAX_RETRY_MS = 30_000;
+const MAX_RETRY_MS = 5_000;
 
 export interface ReconcilerOptions {
   api: KubeApi;
@@ -34,6 +34,8 @@ export interface ReconcilerOptions {
   activityFlushMs: number;
   orphanSweepMs: number;
   poolSizeCheckMs: number;
+  /** Whether the last pool size check got an answer from the API server (any answer). */
+  reachable: (answered: boolean) => void;
   /** Ends a session the way the backend's release does. */
   end: (session: SessionWorker, reason: EndReason) => Promise<boolean>;
   now: () => number;
@@ -59,6 +61,7 @@ export class Reconciler {
   private orphanSweep: NodeJS.Timeout | undefined;
   private poolSize: NodeJS.Timeout | undefined;
   private stopped = false;
+  private checking = false;
   /** The pool Deployment exists (as last seen); readiness waits for it. */
   deploymentReady = false;
 
@@ -84,6 +87,13 @@ export class Reconciler {
 
   forgetActivity(hash: string): void {
     this.pendingActivity.delete(hash);
+  }
+
+  /** The API server stopped answering: check it (and the pool size) soon, until it answers. */
+  probeSoon(): void {
+    if (this.stopped || this.checking) return;
+    clearTimeout(this.poolSize);
+    void this.keepPoolSize(RETRY_MS);
   }
 
   recordUnanswered(hash: string): void {
@@ -141,7 +151,9 @@ export class Reconciler {
 
   /** Checks the pool size now, then every `poolSizeCheckMs`; after a failure sooner, backing off. */
   private async keepPoolSize(retryMs: number): Promise<void> {
+    this.checking = true;
     const ok = await this.assertPoolSize();
+    this.checking = false;
     if (this.stopped) return;
     const [delayMs, nextRetryMs] = ok ? [this.o.poolSizeCheckMs, RETRY_MS] : [retryMs, Math.min(retryMs * 2, MAX_RETRY_MS)];
     this.poolSize = setTimeout(() => void this.keepPoolSize(nextRetryMs), delayMs);
@@ -153,6 +165,7 @@ export class Reconciler {
     const { deployment, poolSize } = this.o;
     try {
       const replicas = await this.o.api.readReplicas(deployment);
+      this.o.reachable(true);
       this.deploymentReady = replicas !== undefined;
       if (replicas === undefined) {
         this.o.logger.warn({ deployment }, 'pool deployment not found; retrying');
@@ -163,6 +176,7 @@ export class Reconciler {
       this.o.logger.info({ deployment, replicas: poolSize, was: replicas }, 'pool size set');
       return true;
     } catch (err) {
+      this.o.reachable(statusOf(err) !== undefined);
       this.o.logger.warn({ err: (err as Error).message }, 'cannot set the pool size; retrying');
       return false;
     }
