@@ -21,6 +21,7 @@ export function createMetrics() {
     proxyRequests: new Counter({ name: 'warmpool_proxy_requests_total', help: 'Proxied requests by response status.', labelNames: ['code'], registers }),
     proxyTtfb: new Histogram({ name: 'warmpool_proxy_ttfb_seconds', help: 'Time to the worker\'s response headers.', buckets: latency, registers }),
     websocketsActive: new Gauge({ name: 'warmpool_websockets_active', help: 'Proxied WebSocket connections open now.', registers }),
+    websocketsRefused: new Counter({ name: 'warmpool_websockets_refused_total', help: 'WebSocket upgrades answered with something other than 101, by status.', labelNames: ['code'], registers }),
     sessionsEnded: new Counter({ name: 'warmpool_sessions_ended_total', help: 'Ended sessions by reason.', labelNames: ['reason'], registers }),
     kubeRequests: new Counter({ name: 'warmpool_kube_requests_total', help: 'Kubernetes API requests by verb and status code.', labelNames: ['verb', 'code'], registers }),
   };
