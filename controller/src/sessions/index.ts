@@ -1,6 +1,6 @@
 import { errors } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
+import { claimResult, type Metrics } from '../metrics.js';
 import type { EndReason, PoolBackend, SessionWorker } from '../pool/types.js';
 import { Activity } from './activity.js';
 import { Admission, type AdmissionLimits } from './admission.js';
@@ -86,7 +86,7 @@ export class Sessions {
         done();
       }
     } catch (err) {
-      this.metrics.claimsTotal.inc({ result: (err as { code?: string }).code ?? 'error' });
+      this.metrics.claimsTotal.inc({ result: claimResult(err) });
       throw err;
     }
     this.activity.started(hash);
