@@ -28,7 +28,8 @@ try {
   process.exit(1);
 }
 
-const logger = createLogger(config.LOG_LEVEL);
+// A person at a terminal reads pretty lines; anything piped or collected gets JSON.
+const logger = createLogger(config.LOG_LEVEL, { pretty: process.stdout.isTTY === true });
 const metrics = createMetrics();
 const replica = process.env.POD_NAME || `${os.hostname()}-${process.pid}`;
 
@@ -136,13 +137,17 @@ sessions.start();
 
 /**
  * Shutdown: stop taking work (readiness turns false, no new connections or sessions), give
- * in-flight exchanges up to SHUTDOWN_TIMEOUT_S, then cut what is left, stop the pool's own
- * processes and exit. Sessions survive a replica's shutdown on the kubernetes backend because
- * they live in pod labels; the local backend's workers are this process's children and go.
+ * in-flight exchanges up to SHUTDOWN_TIMEOUT_S, then end streamed replies cleanly, cut what is
+ * left, stop the pool's own processes and exit. Sessions survive a replica's shutdown on the
+ * kubernetes backend because they live in pod labels; the local backend's workers are this
+ * process's and go. A second signal means "now": the process exits at once.
  */
 let stopping = false;
 async function shutdown(signal: string): Promise<void> {
-  if (stopping) return;
+  if (stopping) {
+    logger.warn({ signal }, 'second signal: exiting now');
+    process.exit(1);
+  }
   stopping = true;
   accepting = false;
   sessions.close();
@@ -150,7 +155,12 @@ async function shutdown(signal: string): Promise<void> {
   const drained = new Promise<void>((resolve) => client.close(() => resolve()));
   // A keep-alive connection turns idle when its last exchange ends: close it then, not at the deadline.
   const sweeper = setInterval(() => client.closeIdleConnections(), 100);
-  const timer = setTimeout(() => {
+  const timer = setTimeout(async () => {
+    const connections = await new Promise<number>((resolve) => client.getConnections((_err, n) => resolve(n)));
+    const websockets = forwarder.openWebSockets();
+    const streams = await forwarder.endStreams();
+    logger.warn({ connections, streamsEnded: streams.ended, exchangesCut: streams.others, websocketsCut: websockets },
+      `shutdown deadline (SHUTDOWN_TIMEOUT_S=${config.SHUTDOWN_TIMEOUT_S}) passed: ending what is still open`);
     client.closeAllConnections();
     forwarder.close();
   }, config.SHUTDOWN_TIMEOUT_S * 1000);

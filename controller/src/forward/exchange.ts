@@ -43,6 +43,8 @@ class Upstream {
  */
 export function createExchanger(options: ExchangeOptions) {
   const dispatcher = new Agent({ connections: null, pipelining: 1 });
+  /** Exchanges in flight, so a shutdown can end the streams among them cleanly. */
+  const inFlight = new Map<http.ServerResponse, Upstream>();
 
   /**
    * A body without Content-Length is counted as it streams. Past the limit the client gets 413,
@@ -116,7 +118,9 @@ export function createExchanger(options: ExchangeOptions) {
 
   function web(req: http.IncomingMessage, res: http.ServerResponse, target: ForwardTarget): void {
     const upstream = new Upstream();
+    inFlight.set(res, upstream);
     res.once('close', () => {
+      inFlight.delete(res);
       // The client went away (or was answered early): stop the worker's side too.
       if (!upstream.settled) {
         upstream.settled = true;
@@ -154,5 +158,26 @@ export function createExchanger(options: ExchangeOptions) {
     }
   }
 
-  return { web, close: () => void dispatcher.destroy() };
+  /**
+   * At the shutdown deadline: a streamed reply (SSE) is ended the way the protocol allows, with
+   * its chunked body closed properly (a client sees the stream end, not a network error, and its
+   * EventSource reconnects); the worker's side is aborted. Resolves once those endings are
+   * written (a second at most) with how many, and how many other exchanges are still in flight
+   * (the caller cuts those).
+   */
+  async function endStreams(): Promise<{ ended: number; others: number }> {
+    const ending: Promise<void>[] = [];
+    for (const [res, upstream] of inFlight) {
+      if (!String(res.getHeader('content-type') ?? '').startsWith('text/event-stream')) continue;
+      inFlight.delete(res);
+      ending.push(new Promise((resolve) => res.end(resolve)));
+      upstream.settled = true;
+      upstream.cut();
+    }
+    const others = inFlight.size;
+    await Promise.race([Promise.all(ending), new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
+    return { ended: ending.length, others };
+  }
+
+  return { web, endStreams, close: () => void dispatcher.destroy() };
 }

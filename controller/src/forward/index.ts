@@ -30,6 +30,7 @@ export function createForwarder(options: ForwarderOptions) {
     ws: (req: http.IncomingMessage, socket: Duplex, head: Buffer, target: ForwardTarget) => sockets.ws(req, socket, head, target),
     /** Upgraded WebSockets open now: the HTTP server does not count them as connections. */
     openWebSockets: () => sockets.openCount(),
+    endStreams: () => exchanger.endStreams(),
     close(): void {
       exchanger.close();
       sockets.close();
