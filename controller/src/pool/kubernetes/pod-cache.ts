@@ -76,7 +76,7 @@ export class PodCache {
     return name === undefined ? undefined : this.pods.get(name);
   }
 
-  isClaimable(pod: PodInfo): boolean {
+  private isClaimable(pod: PodInfo): boolean {
     return pod.labels[this.o.labelKey] === FREE && pod.phase === 'Running' && pod.ready && pod.podIP !== undefined && !pod.deleting;
   }
 

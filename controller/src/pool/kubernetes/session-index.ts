@@ -19,10 +19,6 @@ export class SessionIndex {
 
   constructor(private readonly labelKey: string) {}
 
-  get size(): number {
-    return this.bySession.size;
-  }
-
   get(hash: string): PodInfo | undefined {
     return this.bySession.get(hash);
   }
@@ -31,6 +27,7 @@ export class SessionIndex {
     return this.bySession.values();
   }
 
+  /** For tests: the hashes indexed now. */
   hashes(): Iterable<string> {
     return this.bySession.keys();
   }
