@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
-import { chat, createSession, metric } from '../integration/harness.js';
+import { chat, createSession, metric, type Controller } from '../integration/harness.js';
 import { apiServerPort, pauseComponent } from './components.js';
 import { poolFixture, type PoolFixture } from './fixture.js';
 import { kubeconfigPath } from './paths.js';
@@ -40,6 +40,46 @@ function connectionsTo(pid: number, port: number): Set<string> {
   return open;
 }
 
+/** Until `ms` have passed: samples `pid`'s connections to `port` every 100 ms. */
+async function sampleConnections(pid: number, port: number, ms: number) {
+  const started = Date.now();
+  let max = 0;
+  let early: Set<string> | undefined;
+  let last = new Set<string>();
+  while (Date.now() - started < ms) {
+    last = connectionsTo(pid, port);
+    max = Math.max(max, last.size);
+    if (!early && Date.now() - started > 1500) early = new Set(last);
+    await sleep(100);
+  }
+  return { max, early: early ?? new Set<string>(), last };
+}
+
+/** Until `ms` have passed: waves of 10 concurrent claims, each answer with its time. */
+async function claimWaves(c: Controller, ms: number) {
+  const started = Date.now();
+  const claims: { status: number; error?: string; ms: number }[] = [];
+  while (Date.now() - started < ms) {
+    await Promise.all(Array.from({ length: 10 }, async () => {
+      const t0 = Date.now();
+      const res = await fetch(`${c.base}/sessions`, { method: 'POST', signal: AbortSignal.timeout(10_000) });
+      claims.push({ status: res.status, ...((await res.json()) as { error?: string }), ms: Date.now() - t0 });
+    }));
+  }
+  return claims;
+}
+
+/** Until `ms` have passed: one chat on each session every 200 ms (each must answer 200); resolves the count. */
+async function chatAlong(c: Controller, ids: string[], ms: number): Promise<number> {
+  const started = Date.now();
+  let chats = 0;
+  while (Date.now() - started < ms) {
+    for (const id of ids) await chat(c, id, `message ${chats++}`);
+    await sleep(200);
+  }
+  return chats;
+}
+
 describe('kubernetes backend with a hung API server', () => {
   let f: PoolFixture;
   before(async () => {
@@ -58,51 +98,18 @@ describe('kubernetes backend with a hung API server', () => {
     // The watch's connection and idle keep-alive ones: they may well stay open through the pause.
     const beforePause = connectionsTo(pid, port);
     const apiServer = pauseComponent('kube-apiserver');
-    let maxSockets = 0;
-    let early: Set<string> | undefined;
-    let last = new Set<string>();
-    const claims: { status: number; error?: string; ms: number }[] = [];
-    let chats = 0;
-    try {
-      const started = Date.now();
-      const sampler = (async () => {
-        while (Date.now() - started < PAUSE_MS) {
-          last = connectionsTo(pid, port);
-          maxSockets = Math.max(maxSockets, last.size);
-          if (!early && Date.now() - started > 1500) early = new Set(last);
-          await sleep(100);
-        }
-      })();
-      const claimer = (async () => {
-        // Waves of concurrent claims while the API server hangs: none may wait past the bound.
-        while (Date.now() - started < PAUSE_MS - 3000) {
-          await Promise.all(Array.from({ length: 10 }, async () => {
-            const t0 = Date.now();
-            const res = await fetch(`${c.base}/sessions`, { method: 'POST', signal: AbortSignal.timeout(10_000) });
-            claims.push({ status: res.status, ...((await res.json()) as { error?: string }), ms: Date.now() - t0 });
-          }));
-        }
-      })();
-      const talker = (async () => {
-        while (Date.now() - started < PAUSE_MS) {
-          for (const id of held) {
-            await chat(c, id, `message ${chats}`); // an existing session routes from the cache
-            chats++;
-          }
-          await sleep(200);
-        }
-      })();
-      await Promise.all([sampler, claimer, talker]);
-    } finally {
-      apiServer.resume();
-    }
+    const [sockets, claims, chats] = await Promise.all([
+      sampleConnections(pid, port, PAUSE_MS),
+      claimWaves(c, PAUSE_MS - 3000),
+      chatAlong(c, held, PAUSE_MS),
+    ]).finally(() => apiServer.resume());
     // A connection opened for a request during the pause ends with that request, at its deadline.
-    const outlived = [...(early ?? [])].filter((inode) => last.has(inode) && !beforePause.has(inode)).length;
-    t.diagnostic(`paused ${PAUSE_MS} ms: ${claims.length} claims (slowest ${Math.max(...claims.map((x) => x.ms))} ms), ${chats} chats, at most ${maxSockets} connections to the API server (${beforePause.size} before), ${outlived} opened in the first 1.5 s still open at the end`);
+    const outlived = [...sockets.early].filter((inode) => sockets.last.has(inode) && !beforePause.has(inode)).length;
+    t.diagnostic(`paused ${PAUSE_MS} ms: ${claims.length} claims (slowest ${Math.max(...claims.map((x) => x.ms))} ms), ${chats} chats, at most ${sockets.max} connections to the API server (${beforePause.size} before), ${outlived} opened in the first 1.5 s still open at the end`);
     assert.ok(claims.length >= 10);
     for (const claim of claims) assert.deepEqual([claim.status, claim.error], [503, 'backend_unavailable']);
-    assert.ok(chats >= 4, 'chats went on during the pause');
-    assert.ok(maxSockets <= SOCKET_BOUND, `at most ${SOCKET_BOUND} connections to the API server (saw ${maxSockets})`);
+    assert.ok(chats >= 4, 'existing sessions routed from the cache during the pause');
+    assert.ok(sockets.max <= SOCKET_BOUND, `at most ${SOCKET_BOUND} connections to the API server (saw ${sockets.max})`);
     assert.equal(outlived, 0, 'no connection opened during the pause outlived its request\'s deadline');
     assert.ok(await metric(c, 'warmpool_kube_requests_total', 'verb="patch",code="timeout"') > 0, 'the cancelled requests were counted');
 
