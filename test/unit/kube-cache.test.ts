@@ -44,7 +44,7 @@ function recount(pods: Iterable<PodInfo>) {
   return out;
 }
 
-/** One random watch event on the model: an add, a readiness flip, a claim, a failure, a deletion under way, a deletion. */
+/** One random watch event on the model: an add, a readiness flip, a claim, a failure, a deletion under way, a deletion, a replacement. */
 function step(random: () => number, model: Map<string, PodInfo>, cache: PodCache, rv: { n: number }): void {
   const i = Math.floor(random() * PODS * 1.2);
   const old = model.get(`w${i}`);
@@ -67,7 +67,8 @@ function step(random: () => number, model: Map<string, PodInfo>, cache: PodCache
     next = { ...next, labels: { assigned: 'assigned', [SESSION_LABEL]: rv.n.toString(16).padStart(40, '0') }, annotations: { [CLAIMED_AT]: at } };
   } else if (r < 0.85) next = { ...next, phase: random() < 0.5 ? 'Failed' : 'Pending' };
   else if (r < 0.95) next = { ...next, deleting: true };
-  else next = { ...next, podIP: undefined };
+  else if (r < 0.97) next = { ...next, podIP: undefined };
+  else next = podNamed(i, rv.n); // another pod under the same name, its predecessor's deletion missed
   model.set(next.name, next);
   cache.upsert(next);
 }

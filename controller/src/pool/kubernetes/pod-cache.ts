@@ -81,6 +81,9 @@ export class PodCache {
   }
 
   upsert(pod: PodInfo): void {
+    const known = this.pods.get(pod.name);
+    // Another pod under a known name: the one the cache had is gone (its deletion was missed).
+    if (known && known.uid !== pod.uid) this.remove(known);
     const before = this.view(pod.name);
     this.pods.set(pod.name, pod);
     this.dropped.delete(pod.name);
