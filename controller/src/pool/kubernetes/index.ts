@@ -66,10 +66,9 @@ export class KubePool implements PoolBackend {
     const now = o.now ?? Date.now;
     const seed = Math.floor((o.random ?? Math.random)() * 0x100000000);
     this.events = new PodEvents(o.api, o.logger, o.replica, o.deployment);
-    this.index = new SessionIndex(o.labelKey);
-    this.index.onLost = (pod, hash, why) => {
+    this.index = new SessionIndex(o.labelKey, (pod, hash, why) => {
       if (pod.annotations[CLAIMED_BY] === o.replica) this.events.lost(pod, hash, why);
-    };
+    });
     this.cache = new PodCache({ labelKey: o.labelKey, rank: rendezvous(seed), sessions: this.index, metrics: o.metrics, onClaimable: () => o.queue.wake() });
     const { api, logger, metrics, replica, labelKey, workerPort, retryAfterS } = o;
     this.reconciler = new Reconciler({

@@ -14,10 +14,12 @@ export class SessionIndex {
   /** Lookups waiting for the watch to show a session, by session hash. */
   private readonly awaited = new Map<string, Set<() => void>>();
   private readonly listeners: GoneListener[] = [];
-  /** Called with the pod of each session seen lost (not ended), for its Event. */
-  onLost: ((pod: PodInfo, hash: string, why: string) => void) | undefined;
 
-  constructor(private readonly labelKey: string) {}
+  constructor(
+    private readonly labelKey: string,
+    /** Called with the pod of each session seen lost (not ended), for its Event. */
+    private readonly onLost?: (pod: PodInfo, hash: string, why: string) => void,
+  ) {}
 
   get(hash: string): PodInfo | undefined {
     return this.bySession.get(hash);
