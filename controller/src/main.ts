@@ -14,7 +14,7 @@ import { ConfigError, parseConfig, type Config } from './config.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { ClaimQueue } from './pool/claim-queue.js';
-import { LocalPool } from './pool/local.js';
+import { LocalPool } from './pool/local/index.js';
 import type { PoolBackend } from './pool/types.js';
 import { createProxy } from './proxy.js';
 import { Sessions } from './sessions.js';
