@@ -203,19 +203,19 @@ export class LocalPool implements PoolBackend {
     let have = this.starting.size;
     for (const w of this.workers.values()) if (w.state === 'warm' || w.state === 'warming') have++;
     for (; have < this.options.size; have++) {
-      const start: Promise<void> = this.startOne().then((failed) => {
+      // Once this start is done counting, look again: it may have failed, or its worker died already.
+      const start: Promise<void> = this.startOne().then(() => {
         this.starting.delete(start);
-        if (failed) this.reconcile();
+        this.reconcile();
       });
       this.starting.add(start);
     }
   }
 
-  /** Resolves true when no process could be started, to be tried again. */
-  private async startOne(): Promise<boolean> {
+  private async startOne(): Promise<void> {
     const backoff = backoffMs(this.failures);
     if (backoff > 0) await this.clock.sleep(backoff, this.stopping.signal);
-    if (this.stopped) return false;
+    if (this.stopped) return;
     const name = `local-worker-${++this.serial}`;
     const spawnedAt = this.clock.now();
     let proc: WorkerProcess;
@@ -224,13 +224,12 @@ export class LocalPool implements PoolBackend {
     } catch (err) {
       this.options.logger.error({ worker: name, err: (err as Error).message }, 'cannot start a local worker');
       this.failures++;
-      return true;
+      return;
     }
     const worker: LocalWorker = { name, proc, state: 'warming', spawnedAt };
     this.workers.set(name, worker);
     void proc.exited.then((exit) => this.exited(worker, exit));
     void this.watchReadiness(worker);
-    return false;
   }
 
   private async watchReadiness(worker: LocalWorker): Promise<void> {
