@@ -24,7 +24,7 @@ try {
   config = parseConfig(process.env);
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err;
-  process.stderr.write(`warmpool: invalid configuration: ${err.message}\n`);
+  for (const p of err.problems) process.stderr.write(`warmpool: invalid configuration: ${p.variable}: ${p.message}\n`);
   process.exit(1);
 }
 

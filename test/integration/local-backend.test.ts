@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { describe, test } from 'node:test';
-import { chat, childPids, createSession, eventually, groupMembers, parseLine, startController, waitWarm, type Controller } from './harness.js';
+import { chat, childPids, createSession, eventually, groupMembers, parseLine, ROOT, startController, waitWarm, type Controller } from './harness.js';
 
 async function readyz(c: Controller): Promise<{ status: number; body: { ready: boolean; problem?: string } }> {
   const res = await fetch(`${c.admin}/readyz`);
@@ -103,5 +104,16 @@ describe('BACKEND=auto on a developer machine', () => {
     } finally {
       await c.stop();
     }
+  });
+});
+
+describe('start-up with a bad environment', () => {
+  test('when several variables are bad, then the controller names every one of them and exits 1', () => {
+    const env = { ...process.env, POOL_SIZE: 'three', PORT: '9090', AUTO_SESSION: 'maybe' };
+    const run = spawnSync(process.execPath, ['controller/dist/main.js'], { cwd: ROOT, env, encoding: 'utf8', timeout: 20_000 });
+    assert.equal(run.status, 1);
+    const lines = run.stderr.trim().split('\n');
+    assert.deepEqual(lines.map((l) => /^warmpool: invalid configuration: ([A-Z_]+): /.exec(l)?.[1]).sort(), ['AUTO_SESSION', 'POOL_SIZE', 'PORT']);
+    assert.ok(lines.some((l) => l.includes('PORT: must differ from ADMIN_PORT')), 'the port clash names PORT');
   });
 });
