@@ -101,7 +101,7 @@ export const CONFIG_KEYS = {
   PORT: key('8080', 'Client port: the session API and proxied session traffic.', integer(0, 65535)),
   ADMIN_PORT: key('9090', 'Admin port: /metrics, /healthz, /readyz, /pool. Keep it off the Service.', integer(0, 65535)),
   LISTEN_HOST: key('0.0.0.0', 'Address both ports bind to.', text),
-  BACKEND: key('auto', 'Pool backend: `kubernetes`, `local` (worker processes on 127.0.0.1), or `auto` (kubernetes when in a cluster or a kubeconfig exists).', oneOf('auto', 'kubernetes', 'local')),
+  BACKEND: key('auto', 'Pool backend: `kubernetes`, `local` (worker processes on 127.0.0.1), or `auto` (kubernetes when in a cluster, or when a kubeconfig has a current context whose cluster has a server; else local).', oneOf('auto', 'kubernetes', 'local')),
   NAMESPACE: key('warmpool', 'Namespace of the worker pods (kubernetes backend).', pattern(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'a namespace name')),
   POOL_DEPLOYMENT: key('chatbot-worker', 'Deployment that keeps the warm pods (kubernetes backend).', pattern(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'a deployment name')),
   POOL_SELECTOR: key('app.kubernetes.io/name=chatbot-worker', 'Labels that mark the pool\'s pods, `key=value[,key=value]`.', selector),
@@ -126,7 +126,7 @@ export const CONFIG_KEYS = {
   MAX_BODY_BYTES: key('1048576', 'Largest request body; larger gets 413.', integer(0)),
   SHUTDOWN_TIMEOUT_S: key('10', 'On SIGTERM, how long in-flight requests may finish before connections are closed.', seconds(0)),
   LOG_LEVEL: key('info', 'pino log level: fatal, error, warn, info, debug, trace, silent.', oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent')),
-  LOCAL_WORKER_CMD: key('', 'Command for a local worker, run with `sh -c` and given `HOST`/`PORT`; empty: the reference worker.', text),
+  LOCAL_WORKER_CMD: key('', 'Command for a local worker, run by `/bin/sh` as `exec <command>` in its own process group and given `HOST`/`PORT`; it must answer `GET /healthz`. Empty: the reference worker.', text),
 } as const;
 
 type Keys = typeof CONFIG_KEYS;

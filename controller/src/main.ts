@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createAdminServer } from './admin-server.js';
-import { chooseBackend } from './backend-choice.js';
+import { chooseBackend, readKubeconfigs } from './backend-choice.js';
 import { createClientServer } from './client-server.js';
 import { ConfigError, parseConfig, type Config } from './config.js';
 import { createLogger } from './log.js';
@@ -32,11 +32,11 @@ const logger = createLogger(config.LOG_LEVEL);
 const metrics = createMetrics();
 const replica = process.env.POD_NAME || `${os.hostname()}-${process.pid}`;
 
-const kubeconfigPath = process.env.KUBECONFIG?.split(path.delimiter).find((p) => p && existsSync(p))
-  ?? [path.join(os.homedir(), '.kube', 'config')].find((p) => existsSync(p));
 const choice = chooseBackend(config.BACKEND, {
   inCluster: Boolean(process.env.KUBERNETES_SERVICE_HOST) && existsSync('/var/run/secrets/kubernetes.io/serviceaccount/token'),
-  kubeconfig: kubeconfigPath,
+  kubeconfigs: readKubeconfigs(process.env.KUBECONFIG
+    ? process.env.KUBECONFIG.split(path.delimiter).filter(Boolean)
+    : [path.join(os.homedir(), '.kube', 'config')]),
 });
 logger.info({ backend: choice.backend, reason: choice.reason, replica }, 'backend chosen');
 
