@@ -3,6 +3,7 @@ import type { Metrics } from '../../metrics.js';
 import { claimInOrder, type ClaimQueue } from '../claim-queue.js';
 import type { ClaimRequest, EndReason, GoneListener, PoolBackend, PoolSnapshot, SessionWorker } from '../types.js';
 import { systemClock, type Clock } from './clock.js';
+import { StartFailures } from './failures.js';
 import { processLauncher, type Exit, type Launcher, type WorkerProcess } from './process.js';
 
 export type { Clock } from './clock.js';
@@ -36,14 +37,6 @@ interface LocalWorker {
   session?: SessionWorker;
 }
 
-/** Workers in a row that died before turning warm before the pool calls its command broken. */
-const FAILING_AFTER = 3;
-
-/** Restart delay after `failures` workers in a row died before turning warm. */
-export function backoffMs(failures: number): number {
-  return failures === 0 ? 0 : Math.min(30_000, 250 * 2 ** Math.min(failures - 1, 10));
-}
-
 /**
  * The embedded pool: the article's first, hand-made orchestrator, with processes for
  * containers. It keeps `size` workers warming or warm; a claim re-probes the oldest warm worker,
@@ -58,10 +51,7 @@ export class LocalPool implements PoolBackend {
   /** Starts under way (backing off or launching), so stop() can wait for them. */
   private readonly starting = new Set<Promise<void>>();
   private serial = 0;
-  /** Consecutive workers that died before turning warm; spaces out restarts of a broken command. */
-  private failures = 0;
-  private warnAtFailures = FAILING_AFTER;
-  private lastStderr: string | undefined;
+  private readonly failures: StartFailures;
   private started = false;
   private readonly stopping = new AbortController();
   private readonly clock: Clock;
@@ -71,6 +61,7 @@ export class LocalPool implements PoolBackend {
   constructor(private readonly options: LocalPoolOptions) {
     this.clock = options.clock ?? systemClock;
     this.probeIntervalMs = options.probeIntervalMs ?? 100;
+    this.failures = new StartFailures(options.size, options.logger);
     this.launcher = options.launcher ?? processLauncher({
       command: options.command,
       env: options.env,
@@ -87,14 +78,14 @@ export class LocalPool implements PoolBackend {
   }
 
   async start(): Promise<void> {
-    if (this.options.size === 0) this.options.logger.warn({ problem: this.problem() }, 'this pool can never serve a session');
+    if (this.options.size === 0) this.options.logger.warn({ problem: this.failures.problem() }, 'this pool can never serve a session');
     this.reconcile();
     this.started = true;
   }
 
   /** Ready once started and until stopped, unless the pool cannot serve (see `problem`). */
   isReady(): boolean {
-    return this.started && !this.stopped && this.problem() === undefined;
+    return this.started && !this.stopped && this.failures.problem() === undefined;
   }
 
   claim(request: ClaimRequest): Promise<SessionWorker> {
@@ -135,7 +126,7 @@ export class LocalPool implements PoolBackend {
       else if (w.state === 'warming') count.warming++;
       else if (w.state === 'assigned') count.assigned++;
     }
-    const problem = this.problem();
+    const problem = this.failures.problem();
     return { backend: this.name, ...count, pendingClaims: this.options.queue.length, ...(problem ? { problem } : {}) };
   }
 
@@ -148,16 +139,6 @@ export class LocalPool implements PoolBackend {
     this.bySession.clear();
     await Promise.all(this.starting);
     await Promise.all([...this.workers.values()].map((w) => this.terminate(w)));
-  }
-
-  /** Why this pool cannot serve a session, when it cannot: said in /pool and by /readyz. */
-  private problem(): string | undefined {
-    if (this.options.size === 0) {
-      return 'POOL_SIZE=0: no warm workers will ever start; every session will wait CLAIM_TIMEOUT_MS and get 503';
-    }
-    if (this.failures < FAILING_AFTER) return undefined;
-    const last = this.lastStderr ? `; its last stderr line: ${this.lastStderr}` : '';
-    return `LOCAL_WORKER_CMD keeps exiting before it answers GET /healthz: ${this.failures} workers in a row${last}`;
   }
 
   /**
@@ -201,7 +182,7 @@ export class LocalPool implements PoolBackend {
     this.publish();
     if (this.stopped) return;
     let have = this.starting.size;
-    for (const w of this.workers.values()) if (w.state === 'warm' || w.state === 'warming') have++;
+    for (const w of this.workers.values()) if (w.state === 'warm' || w.state === 'warming' || w.state === 'checking') have++;
     for (; have < this.options.size; have++) {
       // Once this start is done counting, look again: it may have failed, or its worker died already.
       const start: Promise<void> = this.startOne().then(() => {
@@ -213,7 +194,7 @@ export class LocalPool implements PoolBackend {
   }
 
   private async startOne(): Promise<void> {
-    const backoff = backoffMs(this.failures);
+    const backoff = this.failures.backoffMs();
     if (backoff > 0) await this.clock.sleep(backoff, this.stopping.signal);
     if (this.stopped) return;
     const name = `local-worker-${++this.serial}`;
@@ -223,7 +204,7 @@ export class LocalPool implements PoolBackend {
       proc = await this.launcher(name);
     } catch (err) {
       this.options.logger.error({ worker: name, err: (err as Error).message }, 'cannot start a local worker');
-      this.failures++;
+      this.failures.failed((err as Error).message);
       return;
     }
     const worker: LocalWorker = { name, proc, state: 'warming', spawnedAt };
@@ -237,8 +218,7 @@ export class LocalPool implements PoolBackend {
       if (await worker.proc.healthy()) {
         if (worker.state !== 'warming') return;
         worker.state = 'warm';
-        this.failures = 0;
-        this.warnAtFailures = FAILING_AFTER;
+        this.failures.warm();
         this.options.metrics.podStartup.observe((this.clock.now() - worker.spawnedAt) / 1000);
         this.options.logger.info({ worker: worker.name, port: worker.proc.port }, 'worker warm');
         this.publish();
@@ -253,7 +233,7 @@ export class LocalPool implements PoolBackend {
     this.workers.delete(worker.name);
     const previous = worker.state;
     worker.state = 'stopping';
-    if (previous === 'warming') this.diedBeforeWarm(worker);
+    if (previous === 'warming') this.failures.failed(worker.proc.lastStderr());
     if (previous === 'assigned' && worker.session) {
       this.bySession.delete(worker.session.hash);
       const why = signal ? `killed by ${signal}` : `exited with code ${code}`;
@@ -262,15 +242,6 @@ export class LocalPool implements PoolBackend {
       this.options.logger.warn({ worker: worker.name, code, signal, state: previous }, 'worker exited unexpectedly');
     }
     this.reconcile();
-  }
-
-  /** Counts a worker that never turned warm; says so loudly at 3, 6, 12... in a row. */
-  private diedBeforeWarm(worker: LocalWorker): void {
-    this.failures++;
-    this.lastStderr = worker.proc.lastStderr() ?? this.lastStderr;
-    if (this.failures < this.warnAtFailures) return;
-    this.warnAtFailures *= 2;
-    this.options.logger.warn({ failures: this.failures, lastStderr: this.lastStderr, problem: this.problem() }, 'workers keep dying before they are ready');
   }
 
   private async terminate(worker: LocalWorker): Promise<void> {
