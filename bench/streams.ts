@@ -5,10 +5,10 @@ import WebSocket from 'ws';
 import { createSession, ROOT, startController, waitWarm, type Controller } from '../test/integration/harness.js';
 import { cpuSeconds, envPort, percentile, QUICK, round, rssMb, stopController } from './lib.js';
 
-/** Arrival times (ms, monotonic) of each SSE event of one streamed chat reply. */
-function sseArrivals(url: string, message: string): Promise<number[]> {
+/** Arrival times (ms, monotonic) of the SSE events of one streamed reply that `isToken` picks. */
+export function sseArrivals(url: string, request: unknown, isToken: (event: string) => boolean): Promise<number[]> {
   return new Promise((resolve, reject) => {
-    const body = JSON.stringify({ message });
+    const body = JSON.stringify(request);
     const req = http.request(url, {
       method: 'POST',
       agent: false,
@@ -21,7 +21,7 @@ function sseArrivals(url: string, message: string): Promise<number[]> {
         const now = performance.now();
         const events = (partial + chunk).split('\n\n');
         partial = events.pop() ?? '';
-        for (const e of events) if (e.includes('"token"')) times.push(now);
+        for (const e of events) if (isToken(e)) times.push(now);
       });
       res.on('end', () => resolve(times));
     });
@@ -30,8 +30,13 @@ function sseArrivals(url: string, message: string): Promise<number[]> {
   });
 }
 
-function gaps(times: number[]): number[] {
+export function gaps(times: number[]): number[] {
   return times.slice(1).map((t, i) => t - (times[i] as number));
+}
+
+/** Gap statistics, with the share of gaps under a quarter of the worker's spacing (bursts). */
+export function gapStats(xs: number[], tokenDelayMs: number) {
+  return { samples: xs.length, p50Ms: round(percentile(xs, 50), 3), p99Ms: round(percentile(xs, 99), 3), maxMs: round(Math.max(...xs), 3), under5msShare: round(xs.filter((x) => x < tokenDelayMs / 4).length / xs.length, 4) };
 }
 
 /**
@@ -52,12 +57,12 @@ async function interArrival(): Promise<Record<string, unknown>> {
     const out = { direct: [] as number[], warmpool: [] as number[] };
     for (let i = 0; i < replies; i++) {
       const message = `tell me about the warm pool and the labels ${i}`;
-      out.direct.push(...gaps(await sseArrivals(direct, message)));
-      out.warmpool.push(...gaps(await sseArrivals(via, message)));
+      const isToken = (e: string) => e.includes('"token"');
+      out.direct.push(...gaps(await sseArrivals(direct, { message }, isToken)));
+      out.warmpool.push(...gaps(await sseArrivals(via, { message }, isToken)));
     }
-    const stats = (xs: number[]) => ({ samples: xs.length, p50Ms: round(percentile(xs, 50), 3), p99Ms: round(percentile(xs, 99), 3), maxMs: round(Math.max(...xs), 3), under5msShare: round(xs.filter((x) => x < tokenDelayMs / 4).length / xs.length, 4) });
-    const d = stats(out.direct);
-    const w = stats(out.warmpool);
+    const d = gapStats(out.direct, tokenDelayMs);
+    const w = gapStats(out.warmpool, tokenDelayMs);
     return { tokenDelayMs, replies, direct: d, warmpool: w, p50AddedMs: round(w.p50Ms - d.p50Ms, 3), p99AddedMs: round(w.p99Ms - d.p99Ms, 3) };
   } finally {
     await stopController(c);
