@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type http from 'node:http';
 import { after, before, describe, test } from 'node:test';
-import { localEngine, UpstreamModelError, type ChatEngine } from '../../worker-image/src/engines.js';
+import { localEngine, openAiEngine, UpstreamModelError, type ChatEngine } from '../../worker-image/src/engines.js';
 import { trainModel } from '../../worker-image/src/model.js';
 import { createWorker } from '../../worker-image/src/worker.js';
 
@@ -121,6 +121,39 @@ describe('the reference worker when the model is not there', () => {
       assert.doesNotMatch(text, /\[DONE\]/);
     } finally {
       w.server.close();
+    }
+  });
+});
+
+describe('the reference worker forwarding to a model server', () => {
+  test('when OPENAI_BASE_URL is set, then the session\'s system prompt, model and temperature and the request\'s max_tokens reach the model server', async () => {
+    const seen: Record<string, unknown>[] = [];
+    const upstream = http.createServer((req, res) => {
+      let body = '';
+      req.setEncoding('utf8').on('data', (c: string) => { body += c; }).on('end', () => {
+        seen.push(JSON.parse(body) as Record<string, unknown>);
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        for (const t of ['Hello', ' there']) res.write(`data: ${JSON.stringify({ choices: [{ delta: { content: t } }] })}\n\n`);
+        res.end('data: [DONE]\n\n');
+      });
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    const w = await listen(Promise.resolve(openAiEngine(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`, 'default-model', undefined)));
+    try {
+      assert.equal((await post(`${w.base}/session`, { settings: { system: 'be kind', model: 'qwen', temperature: 0.3 } })).status, 204);
+      const chat = (await (await post(`${w.base}/chat`, { message: 'hi' })).json()) as { reply: string };
+      assert.equal(chat.reply, 'Hello there');
+      const completion = (await (await post(`${w.base}/v1/chat/completions`, { messages: [{ role: 'user', content: 'again' }], max_tokens: 5 })).json()) as { model: string };
+      assert.equal(completion.model, 'qwen');
+      assert.deepEqual(seen[0], { model: 'qwen', messages: [{ role: 'system', content: 'be kind' }, { role: 'user', content: 'hi' }], stream: true, temperature: 0.3 });
+      assert.deepEqual(seen[1], {
+        model: 'qwen',
+        messages: [{ role: 'system', content: 'be kind' }, { role: 'user', content: 'hi' }, { role: 'assistant', content: 'Hello there' }, { role: 'user', content: 'again' }],
+        stream: true, temperature: 0.3, max_tokens: 5,
+      });
+    } finally {
+      w.server.close();
+      upstream.close();
     }
   });
 });
