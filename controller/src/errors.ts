@@ -45,6 +45,7 @@ export const errors = {
   headersTooLarge: () => new WarmpoolError('headers_too_large', 431, 'request headers over the size limit'),
   requestTimeout: () => new WarmpoolError('request_timeout', 408, 'the request headers did not arrive in time'),
   expectationFailed: () => new WarmpoolError('expectation_failed', 417, 'the only expectation supported is 100-continue'),
+  reservedPath: () => new WarmpoolError('reserved_path', 403, 'a worker\'s /session route takes settings from the controller only'),
   notFound: () => new WarmpoolError('not_found', 404, 'no such route'),
   methodNotAllowed: () => new WarmpoolError('method_not_allowed', 405, 'method not allowed on this route'),
   upstreamUnavailable: () => new WarmpoolError('upstream_unavailable', 502, 'the session worker did not answer'),
