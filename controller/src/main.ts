@@ -92,7 +92,21 @@ async function kubernetesBackend(): Promise<PoolBackend> {
   });
 }
 
-const backend = choice.backend === 'kubernetes' ? await kubernetesBackend() : localBackend();
+/**
+ * A kubernetes backend that cannot even be built (an unreadable kubeconfig, no current cluster)
+ * is one line for the operator, with the way out, not a stack trace.
+ */
+async function chosenBackend(): Promise<PoolBackend> {
+  if (choice.backend === 'local') return localBackend();
+  try {
+    return await kubernetesBackend();
+  } catch (err) {
+    logger.fatal({ err: (err as Error).message }, `cannot start the kubernetes backend (${choice.reason}): ${(err as Error).message}; to run without a cluster set BACKEND=local`);
+    process.exit(1);
+  }
+}
+
+const backend = await chosenBackend();
 const sessions = new Sessions(backend, {
   maxSessions: config.MAX_SESSIONS,
   maxPerClient: config.MAX_SESSIONS_PER_CLIENT,

@@ -107,6 +107,21 @@ describe('BACKEND=auto on a developer machine', () => {
   });
 });
 
+describe('BACKEND=kubernetes without a usable cluster', () => {
+  test('when the kubeconfig names no cluster, then the controller exits 1 with one line that names BACKEND=local, and no stack trace', () => {
+    const home = mkdtempSync(path.join(os.tmpdir(), 'warmpool-home-'));
+    const kubeconfig = path.join(home, 'config');
+    writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\n');
+    const env = { ...process.env, HOME: home, BACKEND: 'kubernetes', KUBECONFIG: kubeconfig, PORT: '0', ADMIN_PORT: '0', LISTEN_HOST: '127.0.0.1' };
+    const run = spawnSync(process.execPath, ['controller/dist/main.js'], { cwd: ROOT, env, encoding: 'utf8', timeout: 20_000 });
+    assert.equal(run.status, 1);
+    const fatal = run.stdout.split('\n').map(parseLine).filter((l) => l?.level === 'fatal');
+    assert.equal(fatal.length, 1);
+    assert.match(String(fatal[0]?.msg), /set BACKEND=local/);
+    assert.doesNotMatch(run.stdout + run.stderr, /\n\s+at /, 'no stack trace');
+  });
+});
+
 describe('start-up with a bad environment', () => {
   test('when several variables are bad, then the controller names every one of them and exits 1', () => {
     const env = { ...process.env, POOL_SIZE: 'three', PORT: '9090', AUTO_SESSION: 'maybe' };
