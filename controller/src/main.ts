@@ -55,6 +55,7 @@ function localBackend(): PoolBackend {
   // The workers inherit the environment (model settings, proxies) but not the API tokens.
   const { API_TOKENS: _tokens, API_TOKENS_FILE: _tokensFile, ...workerEnv } = process.env;
   return new LocalPool({
+    name: 'chatbot',
     size: config.POOL_SIZE,
     command: config.LOCAL_WORKER_CMD || `'${process.execPath}' '${referenceWorker}'`,
     env: workerEnv,
@@ -85,6 +86,7 @@ async function kubernetesBackend(): Promise<PoolBackend> {
     selector: config.POOL_SELECTOR,
     labelKey: config.POOL_LABEL_KEY,
     deployment: config.POOL_DEPLOYMENT,
+    pool: 'chatbot',
     poolSize: config.POOL_SIZE,
     workerPort: config.WORKER_PORT,
     activityFlushMs: config.ACTIVITY_FLUSH_S * 1000,

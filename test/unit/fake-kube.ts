@@ -105,6 +105,7 @@ export async function poolWith(api: FakeApi, timeoutMs = 200, options: Partial<K
     selector: { 'app.kubernetes.io/name': 'chatbot-worker' },
     labelKey: 'assigned',
     deployment: 'chatbot-worker',
+    pool: 'chatbot',
     poolSize: 3,
     workerPort: 8080,
     activityFlushMs: 60_000,

@@ -102,9 +102,9 @@ describe('kubernetes pod cache', () => {
     for (let i = 0; i < PODS; i++) api.addWarm(`w${i}`, `127.0.${i >> 8}.${i & 255}`);
     const { pool } = await poolWith(api);
     const claimed = [];
-    for (let i = 0; i < 200; i++) claimed.push(await pool.claim({ hash: i.toString(16).padStart(40, '0'), client: 'c' }));
+    for (let i = 0; i < 200; i++) claimed.push(await pool.claim({ hash: i.toString(16).padStart(40, '0'), client: 'c', pools: ['chatbot'] }));
     assert.equal(new Set(claimed.map((s) => s.worker)).size, 200);
-    assert.deepEqual({ ...pool.snapshot(), pendingClaims: 0 }, { backend: 'kubernetes', warm: PODS - 200, warming: 0, assigned: 200, pendingClaims: 0 });
+    assert.deepEqual({ ...pool.snapshot(), pendingClaims: 0 }, { backend: 'kubernetes', warm: PODS - 200, warming: 0, assigned: 200, pendingClaims: 0, pools: { chatbot: { warm: PODS - 200, warming: 0, assigned: 200, size: 3 } } });
     // The watch catches up with the claims: nothing changes.
     for (const s of claimed) api.handlers.upsert(api.pods.get(s.worker) as PodInfo);
     assert.equal(pool.snapshot().assigned, 200);
@@ -118,12 +118,12 @@ describe('kubernetes claim reservations', () => {
     const api = new FakeApi();
     const before = api.addWarm('w1', '127.0.9.1');
     const { pool } = await poolWith(api, 50);
-    const s = await pool.claim({ hash: 'a'.repeat(40), client: 'c' });
+    const s = await pool.claim({ hash: 'a'.repeat(40), client: 'c', pools: ['chatbot'] });
     // A status update written just before the claim, delivered after its answer.
     api.handlers.upsert({ ...before, readySince: 2500 });
     assert.equal(pool.lookup(s.hash)?.worker, 'w1');
     assert.deepEqual([pool.snapshot().warm, pool.snapshot().assigned], [0, 1]);
-    await assert.rejects(pool.claim({ hash: 'b'.repeat(40), client: 'c' }), { code: 'no_warm_worker' });
+    await assert.rejects(pool.claim({ hash: 'b'.repeat(40), client: 'c', pools: ['chatbot'] }), { code: 'no_warm_worker' });
     assert.equal(api.patches, 1, 'the reserved pod was not tried again');
     await pool.stop();
   });
@@ -134,7 +134,7 @@ describe('kubernetes claim reservations', () => {
     const { pool } = await poolWith(api);
     const gone: string[] = [];
     pool.onGone((_h, _w, kind, why) => gone.push(`${kind}:${why}`));
-    const s = await pool.claim({ hash: 'c'.repeat(40), client: 'c' });
+    const s = await pool.claim({ hash: 'c'.repeat(40), client: 'c', pools: ['chatbot'] });
     const claimed = api.pods.get('w1') as PodInfo;
     api.handlers.upsert(claimed);
     // Had the reservation stayed, it would hide this deletion from the index.
@@ -148,7 +148,7 @@ describe('kubernetes claim reservations', () => {
     const api = new FakeApi();
     api.addWarm('w1', '127.0.9.1');
     const { pool } = await poolWith(api);
-    const s = await pool.claim({ hash: 'd'.repeat(40), client: 'c' });
+    const s = await pool.claim({ hash: 'd'.repeat(40), client: 'c', pools: ['chatbot'] });
     const later = { ...(api.pods.get('w1') as PodInfo), resourceVersion: String(++api.version), phase: 'Failed' };
     api.handlers.upsert(later);
     assert.equal(pool.lookup(s.hash), undefined, 'the failed pod no longer serves the session');
@@ -185,8 +185,8 @@ describe('kubernetes pool size and Events', () => {
     api.addWarm('w2', '127.0.9.2');
     api.addWarm('w3', '127.0.9.3');
     const { pool } = await poolWith(api);
-    const a = await pool.claim({ hash: '1'.repeat(40), client: 'c' });
-    const b = await pool.claim({ hash: '2'.repeat(40), client: 'c' });
+    const a = await pool.claim({ hash: '1'.repeat(40), client: 'c', pools: ['chatbot'] });
+    const b = await pool.claim({ hash: '2'.repeat(40), client: 'c', pools: ['chatbot'] });
     assert.equal(await pool.release(a, 'idle'), true);
     const podB = api.pods.get(b.worker) as PodInfo;
     assert.equal(podB.annotations[CLAIMED_BY], 'test-replica');
@@ -201,7 +201,7 @@ describe('kubernetes pool size and Events', () => {
     ]);
     api.failEvents = true;
     const free = ['w1', 'w2', 'w3'].find((n) => n !== a.worker && n !== b.worker);
-    assert.equal((await pool.claim({ hash: '3'.repeat(40), client: 'c' })).worker, free);
+    assert.equal((await pool.claim({ hash: '3'.repeat(40), client: 'c', pools: ['chatbot'] })).worker, free);
     await pool.stop();
   });
 });
@@ -216,16 +216,16 @@ describe('kubernetes API server that does not answer', () => {
       api.beforePatch = undefined;
       throw Object.assign(new Error('kubernetes patch cancelled'), { code: 'ETIMEDOUT' });
     };
-    const first = pool.claim({ hash: '4'.repeat(40), client: 'c' });
-    const queued = pool.claim({ hash: '5'.repeat(40), client: 'c' });
+    const first = pool.claim({ hash: '4'.repeat(40), client: 'c', pools: ['chatbot'] });
+    const queued = pool.claim({ hash: '5'.repeat(40), client: 'c', pools: ['chatbot'] });
     await assert.rejects(first, { code: 'backend_unavailable' });
     await assert.rejects(queued, { code: 'backend_unavailable' }, 'the queued claim did not wait out its 60 s timeout');
-    await assert.rejects(pool.claim({ hash: '6'.repeat(40), client: 'c' }), { code: 'backend_unavailable' }, 'claims fail fast while it does not answer');
+    await assert.rejects(pool.claim({ hash: '6'.repeat(40), client: 'c', pools: ['chatbot'] }), { code: 'backend_unavailable' }, 'claims fail fast while it does not answer');
     api.down = false;
     api.handlers.upsert(api.addWarm('w2', '127.0.9.2'));
     let again: string | undefined;
     for (let i = 0; i < 200 && again === undefined; i++) {
-      again = await pool.claim({ hash: '6'.repeat(40), client: 'c' }).then((s) => s.worker, () => undefined);
+      again = await pool.claim({ hash: '6'.repeat(40), client: 'c', pools: ['chatbot'] }).then((s) => s.worker, () => undefined);
       if (again === undefined) await sleep(10);
     }
     assert.ok(again === 'w1' || again === 'w2', 'a claim succeeds once the API server answers');

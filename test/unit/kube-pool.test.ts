@@ -13,7 +13,7 @@ describe('kubernetes backend on a fake API', () => {
     const api = new FakeApi();
     api.addWarm('w1', '127.0.9.1');
     const { pool } = await poolWith(api);
-    const s = await pool.claim({ hash: 'a'.repeat(40), client: 'c1' });
+    const s = await pool.claim({ hash: 'a'.repeat(40), client: 'c1', pools: ['chatbot'] });
     const stored = api.pods.get('w1') as PodInfo;
     assert.equal(stored.labels.assigned, 'assigned');
     assert.equal(stored.labels[SESSION_LABEL], 'a'.repeat(40));
@@ -37,7 +37,7 @@ describe('kubernetes backend on a fake API', () => {
       const pod = api.pods.get(name) as PodInfo;
       api.pods.set(name, { ...pod, resourceVersion: String(++api.version), labels: { ...pod.labels, assigned: 'assigned' } });
     };
-    const s = await pool.claim({ hash: 'b'.repeat(40), client: 'c1' });
+    const s = await pool.claim({ hash: 'b'.repeat(40), client: 'c1', pools: ['chatbot'] });
     assert.ok(taken !== '' && s.worker !== taken, `took ${s.worker} after ${taken} conflicted`);
     const conflicts = (await metrics.claimsTotal.get()).values.find((v) => v.labels.result === 'conflict');
     assert.equal(conflicts?.value, 1);
@@ -52,7 +52,7 @@ describe('kubernetes backend on a fake API', () => {
       const pod = api.pods.get(name) as PodInfo;
       api.pods.set(name, { ...pod, resourceVersion: String(++api.version) });
     };
-    await assert.rejects(pool.claim({ hash: 'c'.repeat(40), client: 'c1' }), { code: 'no_warm_worker', status: 503 });
+    await assert.rejects(pool.claim({ hash: 'c'.repeat(40), client: 'c1', pools: ['chatbot'] }), { code: 'no_warm_worker', status: 503 });
     assert.equal(api.patches, 1, 'a dropped candidate is not retried until the watch shows it again');
     await pool.stop();
   });
@@ -64,8 +64,8 @@ describe('kubernetes backend on a fake API', () => {
     const { pool } = await poolWith(api);
     const gone: string[] = [];
     pool.onGone((hash, _w, kind) => gone.push(`${hash[0]}:${kind}`));
-    const a = await pool.claim({ hash: 'a'.repeat(40), client: 'c' });
-    const b = await pool.claim({ hash: 'b'.repeat(40), client: 'c' });
+    const a = await pool.claim({ hash: 'a'.repeat(40), client: 'c', pools: ['chatbot'] });
+    const b = await pool.claim({ hash: 'b'.repeat(40), client: 'c', pools: ['chatbot'] });
     const podA = api.pods.get(a.worker) as PodInfo;
     api.handlers.upsert({ ...podA, resourceVersion: String(++api.version), deleting: true });
     const podB = api.pods.get(b.worker) as PodInfo;
@@ -82,7 +82,7 @@ describe('kubernetes backend on a fake API', () => {
     const { pool } = await poolWith(api);
     const gone: string[] = [];
     pool.onGone((_h, _w, kind, why) => gone.push(`${kind}:${why}`));
-    const s = await pool.claim({ hash: 'e'.repeat(40), client: 'c' });
+    const s = await pool.claim({ hash: 'e'.repeat(40), client: 'c', pools: ['chatbot'] });
     const pod = api.pods.get(s.worker) as PodInfo;
     api.handlers.upsert({ ...pod, resourceVersion: String(++api.version), restartedAt: Date.now() + 1000 });
     assert.deepEqual(gone, ['lost:worker restarted']);
@@ -94,7 +94,7 @@ describe('kubernetes backend on a fake API', () => {
     const api = new FakeApi();
     api.addWarm('w1', '127.0.9.1');
     const { pool } = await poolWith(api);
-    const s = await pool.claim({ hash: 'd'.repeat(40), client: 'c' });
+    const s = await pool.claim({ hash: 'd'.repeat(40), client: 'c', pools: ['chatbot'] });
     const pod = api.pods.get(s.worker) as PodInfo;
     api.pods.set(s.worker, { ...pod, resourceVersion: String(++api.version), annotations: { ...pod.annotations, 'warmpool.dev/last-activity': new Date().toISOString() } });
     assert.equal(await pool.release(s, 'idle'), false);
@@ -137,7 +137,7 @@ describe('kubernetes backend on a fake API', () => {
       api.afterPatch = undefined;
       throw Object.assign(new Error('kubernetes patch timed out'), { code: 'ETIMEDOUT' });
     };
-    await assert.rejects(pool.claim({ hash: '7'.repeat(40), client: 'c' }), { code: 'backend_unavailable', status: 503 });
+    await assert.rejects(pool.claim({ hash: '7'.repeat(40), client: 'c', pools: ['chatbot'] }), { code: 'backend_unavailable', status: 503 });
     // The write that landed, as the watch shows it.
     api.handlers.upsert(api.pods.get('w1') as PodInfo);
     for (let i = 0; i < 500 && api.pods.has('w1'); i++) await sleep(10);

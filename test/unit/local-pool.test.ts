@@ -87,6 +87,7 @@ function fakePool(size: number, behave: (w: FakeWorker) => void = () => undefine
   const clock = new FakeClock();
   const launched: FakeWorker[] = [];
   const pool = new LocalPool({
+    name: 'chatbot',
     size,
     command: 'unused',
     env: {},
@@ -105,7 +106,7 @@ function fakePool(size: number, behave: (w: FakeWorker) => void = () => undefine
   return { pool, clock, launched };
 }
 
-const request = (hash: string) => ({ hash, client: 'c' });
+const request = (hash: string) => ({ hash, client: 'c', pools: ['chatbot'] });
 
 describe('local pool', () => {
   test('when the pool starts, then it keeps `size` workers warm, replacing one that exits', async () => {
@@ -113,7 +114,7 @@ describe('local pool', () => {
     await pool.start();
     await clock.advance(0);
     assert.equal(launched.length, 3);
-    assert.deepEqual(pool.snapshot(), { backend: 'local', warm: 3, warming: 0, assigned: 0, pendingClaims: 0 });
+    assert.deepEqual(pool.snapshot(), { backend: 'local', warm: 3, warming: 0, assigned: 0, pendingClaims: 0, pools: { chatbot: { warm: 3, warming: 0, assigned: 0, size: 3 } } });
     assert.equal(pool.isReady(), true);
     launched[1]?.exit(1);
     await clock.advance(0);

@@ -28,11 +28,12 @@ class FakeBackend implements PoolBackend {
   async start() {}
   isReady() { return true; }
   async claim(request: ClaimRequest): Promise<SessionWorker> {
-    const s = await claimInOrder(this.queue, () => {
+    const s = await claimInOrder(this.queue, request.pools, () => {
       if (this.free === 0) return undefined;
       this.free--;
       const t = this.now();
-      return { hash: request.hash, worker: `w-${request.hash.slice(0, 4)}`, endpoint: { host: '127.0.0.1', port: 1 }, createdAt: t, lastActivity: t, client: request.client, version: '1' };
+      const claimed: SessionWorker = { hash: request.hash, worker: `w-${request.hash.slice(0, 4)}`, endpoint: { host: '127.0.0.1', port: 1 }, createdAt: t, lastActivity: t, client: request.client, pool: 'p', version: '1' };
+      return claimed;
     }, request.signal);
     await this.claimDelay;
     this.live.set(s.hash, s);
@@ -50,7 +51,12 @@ class FakeBackend implements PoolBackend {
     return true;
   }
   recordActivity(hash: string, at: number) { this.activity.push([hash, at]); }
-  snapshot() { return { backend: 'fake', warm: this.free, warming: 0, assigned: this.live.size, pendingClaims: this.queue.length }; }
+  pools() { return ['p']; }
+  confirm() {}
+  snapshot() {
+    const counts = { warm: this.free, warming: 0, assigned: this.live.size };
+    return { backend: 'fake', ...counts, pendingClaims: this.queue.length, pools: { p: { ...counts, size: 0 } } };
+  }
   onGone(l: GoneListener) { this.listeners.push(l); }
   gone(hash: string, kind: 'ended' | 'lost') { this.live.delete(hash); for (const l of this.listeners) l(hash, 'w', kind, 'test'); }
   async stop() {}
@@ -160,7 +166,7 @@ describe('session life', () => {
     await assert.rejects(waiting, (e: Error & { code?: string }) => e.code === 'client_closed');
     assert.equal(backend.queue.length, 0);
     backend.free = 1;
-    backend.queue.wake();
+    backend.queue.wake('p');
     assert.equal(backend.live.size, 0);
     assert.equal(await count('warmpool_claims_total', 'client_closed'), 1);
   });

@@ -3,6 +3,8 @@ import { errors } from '../errors.js';
 interface Waiter {
   wake: () => void;
   since: number;
+  /** The pools whose workers this claim takes. */
+  pools: readonly string[];
 }
 
 export interface ClaimQueueOptions {
@@ -17,8 +19,9 @@ export interface ClaimQueueOptions {
 
 /**
  * Claims that found no warm worker wait here, first come first served. A backend calls
- * `wake(n)` when n workers may have become claimable; each woken waiter retries its claim and,
- * if it loses the race, comes back to the head of the line with the deadline it already had.
+ * `wake(pool, n)` when n workers of `pool` may have become claimable: the oldest waiters that
+ * take that pool are woken; each retries its claim and, if it loses the race, comes back to the
+ * head of the line with the deadline it already had.
  */
 export class ClaimQueue {
   private readonly waiters: Waiter[] = [];
@@ -32,6 +35,11 @@ export class ClaimQueue {
     return this.waiters.length;
   }
 
+  /** Whether a claim on any of `pools` is waiting (a new claim on them then queues behind it). */
+  waitingFor(pools: readonly string[]): boolean {
+    return this.waiters.some((w) => w.pools.some((p) => pools.includes(p)));
+  }
+
   /** The claim deadline for a request that starts now. */
   deadline(): number {
     return this.now() + this.options.timeoutMs;
@@ -43,7 +51,7 @@ export class ClaimQueue {
    * or with 499 `client_closed` when `signal` aborts: the waiter leaves the line at once, so a
    * client that gave up never has a worker claimed for it.
    */
-  wait(deadline: number, again = false, signal?: AbortSignal): Promise<void> {
+  wait(deadline: number, pools: readonly string[], again = false, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return Promise.reject(errors.clientClosed());
     const remaining = deadline - this.now();
     if (remaining <= 0) return Promise.reject(errors.noWarmWorker(this.options.retryAfterS()));
@@ -58,7 +66,7 @@ export class ClaimQueue {
         if (err) reject(err);
         else resolve();
       };
-      const waiter: Waiter = { since: this.now(), wake: () => settle() };
+      const waiter: Waiter = { since: this.now(), pools, wake: () => settle() };
       const leave = (err: Error) => {
         this.remove(waiter);
         settle(err);
@@ -72,14 +80,26 @@ export class ClaimQueue {
     });
   }
 
-  /** Wakes up to `n` waiters, oldest first. */
-  wake(n = 1): void {
-    for (let i = 0; i < n; i++) {
-      const waiter = this.waiters.shift();
-      if (!waiter) break;
+  /** Wakes up to `n` waiters that take `pool`, oldest first. */
+  wake(pool: string, n = 1): void {
+    let woken = 0;
+    for (let i = 0; i < this.waiters.length && woken < n;) {
+      const waiter = this.waiters[i] as Waiter;
+      if (!waiter.pools.includes(pool)) {
+        i++;
+        continue;
+      }
+      this.waiters.splice(i, 1);
       waiter.wake();
+      woken++;
     }
-    this.options.onLength?.(this.waiters.length);
+    if (woken > 0) this.options.onLength?.(this.waiters.length);
+  }
+
+  /** Wakes every waiter, so each retries now (and fails fast when its backend cannot claim). */
+  wakeAll(): void {
+    for (const waiter of this.waiters.splice(0)) waiter.wake();
+    this.options.onLength?.(0);
   }
 
   private remove(waiter: Waiter): void {
@@ -90,12 +110,14 @@ export class ClaimQueue {
 }
 
 /**
- * The claim loop both backends share. A request tries at once only when nobody is waiting
- * (so late arrivals cannot overtake the queue); otherwise, and after every failed try, it waits
- * for a wake-up. A woken waiter that still finds nothing goes back to the head of the line.
+ * The claim loop both backends share. A request tries at once only when nobody is waiting for
+ * one of its pools (so late arrivals cannot overtake the queue); otherwise, and after every
+ * failed try, it waits for a wake-up. A woken waiter that still finds nothing goes back to the
+ * head of the line.
  */
 export async function claimInOrder<T>(
   queue: ClaimQueue,
+  pools: readonly string[],
   tryClaim: () => Promise<T | undefined> | T | undefined,
   signal?: AbortSignal,
 ): Promise<T> {
@@ -103,11 +125,11 @@ export async function claimInOrder<T>(
   let woken = false;
   for (;;) {
     if (signal?.aborted) throw errors.clientClosed();
-    if (woken || queue.length === 0) {
+    if (woken || !queue.waitingFor(pools)) {
       const got = await tryClaim();
       if (got !== undefined) return got;
     }
-    await queue.wait(deadline, woken, signal);
+    await queue.wait(deadline, pools, woken, signal);
     woken = true;
   }
 }

@@ -21,6 +21,8 @@ export interface SessionWorker {
   readonly lastActivity: number;
   /** Hash of the client key that created the session, for per-client limits. */
   readonly client: string;
+  /** The pool the worker came from. */
+  readonly pool: string;
   /**
    * The backend's version of this view (a pod's resourceVersion; opaque, compared for equality
    * only). An idle or lifetime end is conditional on it: if the session changed since the view
@@ -42,6 +44,12 @@ export interface ClaimRequest {
   hash: string;
   client: string;
   /**
+   * Pools to claim from, in order of preference, each one the backend lists in `pools()`: the
+   * first with a warm worker now wins; when none has one, the claim waits for whichever of them
+   * turns warm first.
+   */
+  pools: readonly string[];
+  /**
    * Aborted when the client that asked has gone: a claim still waiting in the queue leaves it
    * and rejects with 499 `client_closed`. A claim write already sent may still land; the
    * caller then releases it at once as `abandoned`.
@@ -49,24 +57,39 @@ export interface ClaimRequest {
   signal?: AbortSignal;
 }
 
-export interface PoolSnapshot {
-  backend: string;
+/** One pool's figures. */
+export interface PoolCounts {
   warm: number;
   warming: number;
   assigned: number;
-  pendingClaims: number;
+  /** How many warm-or-warming workers the pool keeps. */
+  size: number;
   /**
    * Why this pool cannot serve a session now, when it cannot (a local pool of size 0, or a
-   * worker command that keeps dying before it is ready); /readyz is false while it is set.
+   * worker command that keeps dying before it is ready).
    */
   problem?: string;
 }
 
+export interface PoolSnapshot {
+  backend: string;
+  /** Sums over every pool. */
+  warm: number;
+  warming: number;
+  assigned: number;
+  pendingClaims: number;
+  /** Why no session can be served at all, when none can; /readyz is false while it is set. */
+  problem?: string;
+  pools: Record<string, PoolCounts>;
+}
+
 export interface PoolBackend {
   readonly name: 'local' | 'kubernetes';
-  /** Resolves once the first view of the pool is in (the informer's first list, or workers spawned). */
+  /** Resolves once the first view of the pools is in (the informers' first lists, or workers spawned). */
   start(): Promise<void>;
   isReady(): boolean;
+  /** The pools that take claims now, by name (a kubernetes pool comes and goes with its Deployment). */
+  pools(): readonly string[];
   /**
    * Binds a warm worker to the session. Waits in a FIFO queue when none is warm, up to the
    * claim timeout; rejects with a WarmpoolError (503 family) when it cannot.
@@ -89,6 +112,13 @@ export interface PoolBackend {
   release(session: SessionWorker, reason: EndReason): Promise<boolean>;
   /** The router saw traffic; a backend may persist it (throttled) so other replicas see it. */
   recordActivity(hash: string, at: number): void;
+  /**
+   * The session's settings reached its worker and its client gets its id now. Until then a claim
+   * is one nobody may ever use (the replica that made it can die before delivering), so a backend
+   * whose claims outlive a replica records this at once, and ends claims never confirmed as
+   * `orphan` after a bound.
+   */
+  confirm(session: SessionWorker): void;
   snapshot(): PoolSnapshot;
   /**
    * Called when a session's worker goes away other than through this replica's release: `lost`

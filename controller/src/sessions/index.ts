@@ -81,7 +81,7 @@ export class Sessions {
       if (this.closing) throw errors.shuttingDown();
       const done = this.admission.admit(client, this.backend.sessions());
       try {
-        worker = await this.backend.claim({ hash, client, signal: options.signal });
+        worker = await this.backend.claim({ hash, client, pools: this.backend.pools(), signal: options.signal });
       } finally {
         done();
       }

@@ -32,6 +32,8 @@ export interface KubePoolOptions {
   selector: Readonly<Record<string, string>>;
   labelKey: string;
   deployment: string;
+  /** The pool's name (the Deployment's warmpool.dev/pool label). */
+  pool: string;
   poolSize: number;
   workerPort: number;
   activityFlushMs: number;
@@ -69,7 +71,7 @@ export class KubePool implements PoolBackend {
     this.index = new SessionIndex(o.labelKey, (pod, hash, why) => {
       if (pod.annotations[CLAIMED_BY] === o.replica) this.events.lost(pod, hash, why);
     });
-    this.cache = new PodCache({ labelKey: o.labelKey, rank: rendezvous(seed), sessions: this.index, metrics: o.metrics, onClaimable: () => o.queue.wake() });
+    this.cache = new PodCache({ labelKey: o.labelKey, rank: rendezvous(seed), sessions: this.index, metrics: o.metrics, onClaimable: () => o.queue.wake(o.pool) });
     const { api, logger, metrics, replica, labelKey, workerPort, retryAfterS } = o;
     this.reconciler = new Reconciler({
       api, cache: this.cache, sessions: this.index, events: this.events, logger, metrics, workerPort, now,
@@ -103,7 +105,7 @@ export class KubePool implements PoolBackend {
           this.synced = true;
           this.connected = true;
           this.o.logger.info({ pods: this.cache.size }, 'pod informer in sync');
-          this.o.queue.wake(this.cache.counts().warm);
+          this.o.queue.wake(this.o.pool, this.cache.counts().warm);
           firstSync();
         },
         broken: (err, retryInMs) => {
@@ -120,9 +122,18 @@ export class KubePool implements PoolBackend {
     return this.synced && this.reconciler.deploymentReady;
   }
 
+  pools(): readonly string[] {
+    return this.reconciler.deploymentReady ? [this.o.pool] : [];
+  }
+
+  /** Writes the session's activity now: a claim whose activity never moves past its claim time is an orphan. */
+  confirm(session: SessionWorker): void {
+    this.recordActivity(session.hash, Math.max(Date.now(), session.createdAt + 1));
+  }
+
   claim(request: ClaimRequest): Promise<SessionWorker> {
     if (!this.connected || !this.answering) return Promise.reject(errors.backendUnavailable(this.o.retryAfterS));
-    return claimInOrder(this.o.queue, async () => {
+    return claimInOrder(this.o.queue, request.pools, async () => {
       const got = await this.claimer.tryClaim(request);
       if (got === undefined && !this.answering) throw errors.backendUnavailable(this.o.retryAfterS);
       return got;
@@ -196,18 +207,19 @@ export class KubePool implements PoolBackend {
     if (yes) {
       if (was) return;
       this.o.logger.info('the API server answers again');
-      this.o.queue.wake(this.cache.counts().warm);
+      this.o.queue.wake(this.o.pool, this.cache.counts().warm);
       return;
     }
     // Every failed probe wakes the claims queued meanwhile, so they fail now too.
-    this.o.queue.wake(this.o.queue.length);
+    this.o.queue.wakeAll();
     if (!was) return;
     this.o.logger.warn('the API server does not answer; claims fail until it does');
     this.reconciler.probeSoon();
   }
 
   snapshot(): PoolSnapshot {
-    return { backend: this.name, ...this.cache.counts(), pendingClaims: this.o.queue.length };
+    const counts = this.cache.counts();
+    return { backend: this.name, ...counts, pendingClaims: this.o.queue.length, pools: { [this.o.pool]: { ...counts, size: this.o.poolSize } } };
   }
 
   onGone(listener: GoneListener): void {

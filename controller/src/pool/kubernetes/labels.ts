@@ -31,6 +31,9 @@ export function canServe(pod: PodInfo): boolean {
   return !restartedSinceClaim(pod) && pod.phase !== 'Failed' && pod.phase !== 'Succeeded' && pod.podIP !== undefined;
 }
 
+/** On a pool's Deployment, its pod template and its pods: the pool's name. */
+export const POOL_LABEL = 'warmpool.dev/pool';
+
 export function sessionOf(pod: PodInfo, workerPort: number): SessionWorker {
   return {
     hash: pod.labels[SESSION_LABEL] as string,
@@ -39,6 +42,7 @@ export function sessionOf(pod: PodInfo, workerPort: number): SessionWorker {
     createdAt: epoch(pod.annotations[CLAIMED_AT]),
     lastActivity: epoch(pod.annotations[LAST_ACTIVITY]),
     client: pod.labels[CLIENT_LABEL] ?? '',
+    pool: pod.labels[POOL_LABEL] ?? '',
     version: pod.resourceVersion,
   };
 }

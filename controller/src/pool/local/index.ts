@@ -1,7 +1,7 @@
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
 import { claimInOrder, type ClaimQueue } from '../claim-queue.js';
-import type { ClaimRequest, EndReason, GoneListener, PoolBackend, PoolSnapshot, SessionWorker } from '../types.js';
+import type { ClaimRequest, EndReason, GoneListener, PoolBackend, PoolCounts, PoolSnapshot, SessionWorker } from '../types.js';
 import { systemClock, type Clock } from './clock.js';
 import { StartFailures } from './failures.js';
 import { processLauncher, type Exit, type Launcher, type WorkerProcess } from './process.js';
@@ -10,6 +10,8 @@ export type { Clock } from './clock.js';
 export type { Exit, Launcher, WorkerProcess } from './process.js';
 
 export interface LocalPoolOptions {
+  /** The pool's name, in sessions, /pool and metrics. */
+  name: string;
   size: number;
   /** Run by /bin/sh as `exec <command>`; the worker gets HOST and PORT and must answer GET /healthz. */
   command: string;
@@ -88,9 +90,16 @@ export class LocalPool implements PoolBackend {
     return this.started && !this.stopped && this.failures.problem() === undefined;
   }
 
-  claim(request: ClaimRequest): Promise<SessionWorker> {
-    return claimInOrder(this.options.queue, () => this.take(request), request.signal);
+  pools(): readonly string[] {
+    return [this.options.name];
   }
+
+  claim(request: ClaimRequest): Promise<SessionWorker> {
+    return claimInOrder(this.options.queue, this.pools(), () => this.take(request), request.signal);
+  }
+
+  /** The process serves only this replica: nothing to record for other replicas. */
+  confirm(): void {}
 
   lookup(hash: string): SessionWorker | undefined {
     return this.bySession.get(hash)?.session;
@@ -119,7 +128,7 @@ export class LocalPool implements PoolBackend {
     return true;
   }
 
-  snapshot(): PoolSnapshot {
+  counts(): PoolCounts {
     const count = { warm: 0, warming: this.starting.size, assigned: 0 };
     for (const w of this.workers.values()) {
       if (w.state === 'warm' || w.state === 'checking') count.warm++;
@@ -127,7 +136,12 @@ export class LocalPool implements PoolBackend {
       else if (w.state === 'assigned') count.assigned++;
     }
     const problem = this.failures.problem();
-    return { backend: this.name, ...count, pendingClaims: this.options.queue.length, ...(problem ? { problem } : {}) };
+    return { ...count, size: this.options.size, ...(problem ? { problem } : {}) };
+  }
+
+  snapshot(): PoolSnapshot {
+    const { size: _size, ...counts } = this.counts();
+    return { backend: this.name, ...counts, pendingClaims: this.options.queue.length, pools: { [this.options.name]: this.counts() } };
   }
 
   onGone(listener: GoneListener): void {
@@ -146,7 +160,7 @@ export class LocalPool implements PoolBackend {
    * silently while it waits, and a session given a dead worker would be lost at its first
    * request. Those that fail are stopped and replaced.
    */
-  private async take(request: ClaimRequest): Promise<SessionWorker | undefined> {
+  async take(request: ClaimRequest): Promise<SessionWorker | undefined> {
     for (;;) {
       const worker = [...this.workers.values()].find((w) => w.state === 'warm');
       if (!worker) return undefined;
@@ -170,6 +184,7 @@ export class LocalPool implements PoolBackend {
       createdAt: now,
       lastActivity: now,
       client: request.client,
+      pool: this.options.name,
       version: '1',
     };
     this.bySession.set(request.hash, worker);
@@ -222,7 +237,7 @@ export class LocalPool implements PoolBackend {
         this.options.metrics.podStartup.observe((this.clock.now() - worker.spawnedAt) / 1000);
         this.options.logger.info({ worker: worker.name, port: worker.proc.port }, 'worker warm');
         this.publish();
-        this.options.queue.wake();
+        this.options.queue.wake(this.options.name);
         return;
       }
       await this.clock.sleep(this.probeIntervalMs, this.stopping.signal);
