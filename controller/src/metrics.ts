@@ -33,18 +33,18 @@ export function createMetrics() {
   const latency = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
   return {
     registry,
-    poolPods: new Gauge({ name: 'warmpool_pool_pods', help: 'Pool workers by state (warm, warming, assigned).', labelNames: ['state'], registers }),
+    poolPods: new Gauge({ name: 'warmpool_pool_pods', help: 'Pool workers by state (warm, warming, assigned).', labelNames: ['pool', 'state'], registers }),
     sessionsActive: new Gauge({ name: 'warmpool_sessions_active', help: 'Sessions with a live worker.', registers }),
-    claimsTotal: new Counter({ name: 'warmpool_claims_total', help: 'Claim attempts by result.', labelNames: ['result'], registers }),
+    claimsTotal: new Counter({ name: 'warmpool_claims_total', help: 'Claim attempts by pool and result (pool is empty when the request named no pool that exists).', labelNames: ['pool', 'result'], registers }),
     claimDuration: new Histogram({ name: 'warmpool_claim_duration_seconds', help: 'Time to claim a worker, queueing included.', buckets: latency, registers }),
     claimQueueLength: new Gauge({ name: 'warmpool_claim_queue_length', help: 'Session requests waiting for a warm worker.', registers }),
     claimWait: new Histogram({ name: 'warmpool_claim_wait_seconds', help: 'Time spent waiting in the claim queue.', buckets: latency, registers }),
-    podStartup: new Histogram({ name: 'warmpool_pod_startup_seconds', help: 'Time from a worker\'s creation to Ready.', buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300], registers }),
+    podStartup: new Histogram({ name: 'warmpool_pod_startup_seconds', help: 'Time from a worker\'s creation to Ready, by pool.', labelNames: ['pool'], buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300], registers }),
     proxyRequests: new Counter({ name: 'warmpool_proxy_requests_total', help: 'Requests answered on the client port (proxied and the session API) by status.', labelNames: ['code'], registers }),
     proxyTtfb: new Histogram({ name: 'warmpool_proxy_ttfb_seconds', help: 'Time to the worker\'s response headers.', buckets: latency, registers }),
     websocketsActive: new Gauge({ name: 'warmpool_websockets_active', help: 'Proxied WebSocket connections open now.', registers }),
     websocketsRefused: new Counter({ name: 'warmpool_websockets_refused_total', help: 'WebSocket upgrades answered with something other than 101, by status.', labelNames: ['code'], registers }),
-    sessionsEnded: new Counter({ name: 'warmpool_sessions_ended_total', help: 'Ended sessions by reason.', labelNames: ['reason'], registers }),
+    sessionsEnded: new Counter({ name: 'warmpool_sessions_ended_total', help: 'Ended sessions by pool and reason.', labelNames: ['pool', 'reason'], registers }),
     kubeRequests: new Counter({ name: 'warmpool_kube_requests_total', help: 'Kubernetes API requests by verb and status code.', labelNames: ['verb', 'code'], registers }),
   };
 }

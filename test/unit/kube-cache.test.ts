@@ -133,7 +133,7 @@ describe('kubernetes claim reservations', () => {
     api.addWarm('w1', '127.0.9.1');
     const { pool } = await poolWith(api);
     const gone: string[] = [];
-    pool.onGone((_h, _w, kind, why) => gone.push(`${kind}:${why}`));
+    pool.onGone((_s, kind, why) => gone.push(`${kind}:${why}`));
     const s = await pool.claim({ hash: 'c'.repeat(40), client: 'c', pools: ['chatbot'] });
     const claimed = api.pods.get('w1') as PodInfo;
     api.handlers.upsert(claimed);

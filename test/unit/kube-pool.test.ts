@@ -63,7 +63,7 @@ describe('kubernetes backend on a fake API', () => {
     api.addWarm('w2', '127.0.9.2');
     const { pool } = await poolWith(api);
     const gone: string[] = [];
-    pool.onGone((hash, _w, kind) => gone.push(`${hash[0]}:${kind}`));
+    pool.onGone(({ hash }, kind) => gone.push(`${hash[0]}:${kind}`));
     const a = await pool.claim({ hash: 'a'.repeat(40), client: 'c', pools: ['chatbot'] });
     const b = await pool.claim({ hash: 'b'.repeat(40), client: 'c', pools: ['chatbot'] });
     const podA = api.pods.get(a.worker) as PodInfo;
@@ -81,7 +81,7 @@ describe('kubernetes backend on a fake API', () => {
     api.addWarm('w1', '127.0.9.1');
     const { pool } = await poolWith(api);
     const gone: string[] = [];
-    pool.onGone((_h, _w, kind, why) => gone.push(`${kind}:${why}`));
+    pool.onGone((_s, kind, why) => gone.push(`${kind}:${why}`));
     const s = await pool.claim({ hash: 'e'.repeat(40), client: 'c', pools: ['chatbot'] });
     const pod = api.pods.get(s.worker) as PodInfo;
     api.handlers.upsert({ ...pod, resourceVersion: String(++api.version), restartedAt: Date.now() + 1000 });

@@ -155,7 +155,7 @@ describe('local pool', () => {
   test('when an assigned worker exits, then its session is reported lost', async () => {
     const { pool, clock, launched } = fakePool(1);
     const gone: unknown[] = [];
-    pool.onGone((...args) => gone.push(args));
+    pool.onGone(({ hash, worker }, kind, why) => gone.push([hash, worker, kind, why]));
     await pool.start();
     await clock.advance(0);
     await pool.claim(request('h1'));

@@ -58,7 +58,7 @@ class FakeBackend implements PoolBackend {
     return { backend: 'fake', ...counts, pendingClaims: this.queue.length, pools: { p: { ...counts, size: 0 } } };
   }
   onGone(l: GoneListener) { this.listeners.push(l); }
-  gone(hash: string, kind: 'ended' | 'lost') { this.live.delete(hash); for (const l of this.listeners) l(hash, 'w', kind, 'test'); }
+  gone(hash: string, kind: 'ended' | 'lost') { this.live.delete(hash); for (const l of this.listeners) l({ hash, worker: 'w', pool: 'p' }, kind, 'test'); }
   async stop() {}
 }
 

@@ -38,7 +38,14 @@ export interface SessionWorker {
  */
 export type EndReason = 'deleted' | 'idle' | 'lifetime' | 'abandoned' | 'orphan';
 
-export type GoneListener = (hash: string, worker: string, kind: 'ended' | 'lost', why: string) => void;
+/** A session that went away other than through this replica: its hash, worker and pool. */
+export interface GoneSession {
+  hash: string;
+  worker: string;
+  pool: string;
+}
+
+export type GoneListener = (session: GoneSession, kind: 'ended' | 'lost', why: string) => void;
 
 export interface ClaimRequest {
   hash: string;

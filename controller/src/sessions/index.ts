@@ -49,12 +49,12 @@ export class Sessions {
     this.admission = new Admission(limits, now);
     this.directory = new Directory(backend);
     this.activity = new Activity(backend, now);
-    backend.onGone((hash, worker, kind, why) => {
+    backend.onGone(({ hash, worker, pool }, kind, why) => {
       this.activity.forget(hash);
       this.directory.bury(hash, kind === 'ended' ? 'session_ended' : 'session_lost');
       this.publish();
       if (kind === 'ended') return;
-      this.metrics.sessionsEnded.inc({ reason: 'lost' });
+      this.metrics.sessionsEnded.inc({ pool: pool ?? '', reason: 'lost' });
       this.logger.warn({ session: hash.slice(0, 12), worker, why }, 'session lost');
     });
   }
@@ -187,7 +187,7 @@ export class Sessions {
       }
       return;
     }
-    this.metrics.sessionsEnded.inc({ reason });
+    this.metrics.sessionsEnded.inc({ pool: worker.pool, reason });
     this.logger.info({ session: worker.hash.slice(0, 12), worker: worker.worker, reason, reqId }, 'session ended');
   }
 

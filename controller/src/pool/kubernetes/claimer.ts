@@ -10,7 +10,7 @@ import type { Metrics } from '../../metrics.js';
 import type { ClaimRequest, SessionWorker } from '../types.js';
 import { isConflict, type KubeApi } from './api.js';
 import type { PodEvents } from './events.js';
-import { CLAIMED_AT, CLAIMED_BY, CLIENT_LABEL, LAST_ACTIVITY, SESSION_LABEL, sessionOf, TAKEN } from './labels.js';
+import { CLAIMED_AT, CLAIMED_BY, CLIENT_LABEL, LAST_ACTIVITY, POOL_LABEL, SESSION_LABEL, sessionOf, TAKEN } from './labels.js';
 import type { PodCache } from './pod-cache.js';
 
 export interface ClaimerOptions {
@@ -80,7 +80,7 @@ export class Claimer {
           throw errors.backendUnavailable(this.o.retryAfterS, err);
         }
         this.o.cache.drop(pod.name, pod.resourceVersion);
-        this.o.metrics.claimsTotal.inc({ result: 'conflict' });
+        this.o.metrics.claimsTotal.inc({ pool: pod.labels[POOL_LABEL] ?? '', result: 'conflict' });
       }
     }
     return undefined;

@@ -13,7 +13,7 @@
  */
 import type { Metrics } from '../../metrics.js';
 import type { PodInfo } from './api.js';
-import { FREE, SESSION_LABEL, TAKEN } from './labels.js';
+import { FREE, POOL_LABEL, SESSION_LABEL, TAKEN } from './labels.js';
 import { RankedSet } from './ranked-set.js';
 import type { SessionIndex } from './session-index.js';
 
@@ -91,7 +91,7 @@ export class PodCache {
     if (reserved && this.shows(pod, reserved)) this.reservations.delete(pod.name);
     if (pod.ready && pod.readySince && !this.startupSeen.has(pod.uid)) {
       this.startupSeen.add(pod.uid);
-      if (pod.createdAt > 0) this.o.metrics.podStartup.observe(Math.max(0, pod.readySince - pod.createdAt) / 1000);
+      if (pod.createdAt > 0) this.o.metrics.podStartup.observe({ pool: pod.labels[POOL_LABEL] ?? '' }, Math.max(0, pod.readySince - pod.createdAt) / 1000);
     }
     this.refresh(pod.name, before);
   }
@@ -174,6 +174,6 @@ export class PodCache {
   }
 
   private publish(): void {
-    for (const [state, n] of Object.entries(this.counts())) this.o.metrics.poolPods.set({ state }, n);
+    for (const [state, n] of Object.entries(this.counts())) this.o.metrics.poolPods.set({ pool: 'chatbot', state }, n);
   }
 }

@@ -9,7 +9,7 @@ import type { Metrics } from '../../metrics.js';
 import type { EndReason, SessionWorker } from '../types.js';
 import { isConflict, statusOf, type KubeApi } from './api.js';
 import type { PodEvents } from './events.js';
-import { canServe, CLAIMED_AT, epoch, HASH_SHAPE, LAST_ACTIVITY, SESSION_LABEL, sessionOf } from './labels.js';
+import { canServe, CLAIMED_AT, epoch, HASH_SHAPE, LAST_ACTIVITY, POOL_LABEL, SESSION_LABEL, sessionOf } from './labels.js';
 import type { PodCache } from './pod-cache.js';
 import type { SessionIndex } from './session-index.js';
 
@@ -128,7 +128,7 @@ export class Reconciler {
         this.unanswered.delete(hash);
       } else if (pod && await this.o.end(sessionOf(pod, this.o.workerPort), 'orphan').catch(() => false)) {
         this.unanswered.delete(hash);
-        this.o.metrics.sessionsEnded.inc({ reason: 'orphan' });
+        this.o.metrics.sessionsEnded.inc({ pool: pod.labels[POOL_LABEL] ?? '', reason: 'orphan' });
         this.o.logger.warn({ session: hash.slice(0, 12) }, 'ended the session of a claim whose answer was lost');
       }
     }
@@ -140,7 +140,7 @@ export class Reconciler {
       if (valid && canServe(pod)) continue;
       try {
         await this.o.api.deletePod(pod.name, pod.uid, pod.resourceVersion);
-        this.o.metrics.sessionsEnded.inc({ reason: 'orphan' });
+        this.o.metrics.sessionsEnded.inc({ pool: pod.labels[POOL_LABEL] ?? '', reason: 'orphan' });
         this.o.events.ended(pod, valid ? hash : undefined, 'orphan');
         this.o.logger.warn({ pod: pod.name }, 'deleted a claimed pod without a valid session');
       } catch (err) {

@@ -5,7 +5,7 @@
  */
 import type { GoneListener } from '../types.js';
 import type { PodInfo } from './api.js';
-import { canServe, ENDED, restartedSinceClaim, SESSION_LABEL, TAKEN } from './labels.js';
+import { canServe, ENDED, restartedSinceClaim, SESSION_LABEL, TAKEN, POOL_LABEL } from './labels.js';
 
 export class SessionIndex {
   private readonly bySession = new Map<string, PodInfo>();
@@ -58,7 +58,7 @@ export class SessionIndex {
     const ended = pod.annotations[ENDED];
     const why = ended ? `ended (${ended}) by another replica` : pod.deleting ? 'pod deleted' : restartedSinceClaim(pod) ? 'worker restarted' : `pod ${pod.phase}`;
     if (!ended) this.onLost?.(pod, hash, why);
-    for (const listener of this.listeners) listener(hash, pod.name, ended ? 'ended' : 'lost', why);
+    for (const listener of this.listeners) listener({ hash, worker: pod.name, pool: pod.labels[POOL_LABEL] ?? '' }, ended ? 'ended' : 'lost', why);
     this.wake(hash);
   }
 

@@ -234,7 +234,7 @@ export class LocalPool implements PoolBackend {
         if (worker.state !== 'warming') return;
         worker.state = 'warm';
         this.failures.warm();
-        this.options.metrics.podStartup.observe((this.clock.now() - worker.spawnedAt) / 1000);
+        this.options.metrics.podStartup.observe({ pool: this.options.name }, (this.clock.now() - worker.spawnedAt) / 1000);
         this.options.logger.info({ worker: worker.name, port: worker.proc.port }, 'worker warm');
         this.publish();
         this.options.queue.wake(this.options.name);
@@ -252,7 +252,7 @@ export class LocalPool implements PoolBackend {
     if (previous === 'assigned' && worker.session) {
       this.bySession.delete(worker.session.hash);
       const why = signal ? `killed by ${signal}` : `exited with code ${code}`;
-      for (const listener of this.goneListeners) listener(worker.session.hash, worker.name, 'lost', why);
+      for (const listener of this.goneListeners) listener(worker.session, 'lost', why);
     } else if (previous !== 'stopping') {
       this.options.logger.warn({ worker: worker.name, code, signal, state: previous }, 'worker exited unexpectedly');
     }
@@ -265,10 +265,7 @@ export class LocalPool implements PoolBackend {
   }
 
   private publish(): void {
-    const s = this.snapshot();
-    const gauge = this.options.metrics.poolPods;
-    gauge.set({ state: 'warm' }, s.warm);
-    gauge.set({ state: 'warming' }, s.warming);
-    gauge.set({ state: 'assigned' }, s.assigned);
+    const counts = this.counts();
+    for (const state of ['warm', 'warming', 'assigned'] as const) this.options.metrics.poolPods.set({ pool: this.options.name, state }, counts[state]);
   }
 }
