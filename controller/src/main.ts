@@ -77,17 +77,17 @@ async function kubernetesBackend(): Promise<PoolBackend> {
     namespace: config.NAMESPACE,
     count: (verb, code) => metrics.kubeRequests.inc({ verb, code }),
   });
+  // POOL_MIN_SIZE and POOL_MAX_SIZE default to POOL_SIZE.
+  const sizes = config as Config & { POOL_MIN_SIZE?: number; POOL_MAX_SIZE?: number };
   return new KubePool({
     api,
     queue,
     logger,
     metrics,
     replica,
-    selector: config.POOL_SELECTOR,
     labelKey: config.POOL_LABEL_KEY,
-    deployment: config.POOL_DEPLOYMENT,
-    pool: 'chatbot',
-    poolSize: config.POOL_SIZE,
+    minSize: sizes.POOL_MIN_SIZE ?? config.POOL_SIZE,
+    maxSize: sizes.POOL_MAX_SIZE ?? config.POOL_SIZE,
     workerPort: config.WORKER_PORT,
     activityFlushMs: config.ACTIVITY_FLUSH_S * 1000,
     retryAfterS,

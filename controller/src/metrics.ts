@@ -34,6 +34,7 @@ export function createMetrics() {
   return {
     registry,
     poolPods: new Gauge({ name: 'warmpool_pool_pods', help: 'Pool workers by state (warm, warming, assigned).', labelNames: ['pool', 'state'], registers }),
+    poolConfigErrors: new Counter({ name: 'warmpool_pool_config_errors_total', help: 'Pool Deployments found unusable as labelled, or with invalid settings annotations, by pool.', labelNames: ['pool'], registers }),
     sessionsActive: new Gauge({ name: 'warmpool_sessions_active', help: 'Sessions with a live worker.', registers }),
     claimsTotal: new Counter({ name: 'warmpool_claims_total', help: 'Claim attempts by pool and result (pool is empty when the request named no pool that exists).', labelNames: ['pool', 'result'], registers }),
     claimDuration: new Histogram({ name: 'warmpool_claim_duration_seconds', help: 'Time to claim a worker, queueing included.', buckets: latency, registers }),

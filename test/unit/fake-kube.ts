@@ -4,7 +4,9 @@
 import { createLogger } from '../../controller/src/log.js';
 import { createMetrics } from '../../controller/src/metrics.js';
 import { ClaimQueue } from '../../controller/src/pool/claim-queue.js';
-import { KubePool, type KubeApi, type KubePoolOptions, type PodEvent, type PodInfo, type PodWatchHandlers } from '../../controller/src/pool/kubernetes/index.js';
+import {
+  KubePool, POOL_LABEL, type DeploymentInfo, type KubeApi, type KubeEvent, type KubePoolOptions, type PodInfo, type PodWatchHandlers, type WatchHandlers,
+} from '../../controller/src/pool/kubernetes/index.js';
 
 export class ApiError extends Error {
   constructor(readonly code: number) {
@@ -12,20 +14,31 @@ export class ApiError extends Error {
   }
 }
 
+/** A pool Deployment as a test wants it: the pool label on it, its template and its selector. */
+export function poolDeployment(pool: string, name = `${pool}-worker`, annotations: Record<string, string> = {}): DeploymentInfo {
+  const labels = { [POOL_LABEL]: pool, assigned: 'not_assigned' };
+  return {
+    name, uid: `uid-${name}`, resourceVersion: '1', labels: { [POOL_LABEL]: pool }, annotations, replicas: 0,
+    selector: labels, templateLabels: labels, deleting: false,
+  };
+}
+
 /**
- * An in-memory API server for pods: resourceVersions, conditional merge patches (409 when
- * stale), preconditioned deletes, and watch events delivered on demand so a test decides when
- * the informer "sees" a change.
+ * An in-memory API server for pods and pool Deployments: resourceVersions, conditional merge
+ * patches (409 when stale), preconditioned deletes, and pod watch events delivered on demand so
+ * a test decides when the informer "sees" a change. Deployment changes (a test's or a scale
+ * write) reach the Deployment watch on their own, a microtask later.
  */
 export class FakeApi implements KubeApi {
   pods = new Map<string, PodInfo>();
   handlers!: PodWatchHandlers;
+  deployments = new Map<string, DeploymentInfo>([['chatbot-worker', poolDeployment('chatbot')]]);
+  deploymentHandlers: WatchHandlers<DeploymentInfo> | undefined;
   version = 100;
   patches = 0;
-  scaled: number | undefined;
-  /** The pool Deployment exists. */
-  deployment = true;
-  events: PodEvent[] = [];
+  /** Scale writes, as `deployment=replicas`. */
+  scales: string[] = [];
+  events: KubeEvent[] = [];
   failEvents = false;
   /** Reads of the Deployment get no answer (a hung API server). */
   down = false;
@@ -34,9 +47,28 @@ export class FakeApi implements KubeApi {
   /** Runs once a patch is stored; throwing from it loses the answer of a write that landed. */
   afterPatch: ((name: string) => void) | undefined;
 
-  addWarm(name: string, ip: string): PodInfo {
+  /** The replicas of the shipped pool's Deployment. */
+  get scaled(): number | undefined {
+    return this.deployments.get('chatbot-worker')?.replicas;
+  }
+
+  /** Creates or changes a Deployment, as an operator would; the watch shows it. */
+  putDeployment(d: DeploymentInfo): void {
+    const next = { ...d, resourceVersion: String(++this.version) };
+    this.deployments.set(d.name, next);
+    queueMicrotask(() => this.deploymentHandlers?.upsert(next));
+  }
+
+  deleteDeployment(name: string): void {
+    const d = this.deployments.get(name);
+    if (!d) return;
+    this.deployments.delete(name);
+    queueMicrotask(() => this.deploymentHandlers?.remove(d));
+  }
+
+  addWarm(name: string, ip: string, pool = 'chatbot'): PodInfo {
     const pod: PodInfo = {
-      name, uid: `uid-${name}`, resourceVersion: String(++this.version), labels: { 'app.kubernetes.io/name': 'chatbot-worker', assigned: 'not_assigned' },
+      name, uid: `uid-${name}`, resourceVersion: String(++this.version), labels: { [POOL_LABEL]: pool, assigned: 'not_assigned' },
       annotations: {}, phase: 'Running', ready: true, readySince: 2000, createdAt: 1000, podIP: ip, deleting: false, restartedAt: undefined,
     };
     this.pods.set(name, pod);
@@ -52,6 +84,15 @@ export class FakeApi implements KubeApi {
     this.handlers = handlers;
     queueMicrotask(() => this.sync());
     return { stop: async () => undefined };
+  }
+
+  watchDeployments(_selector: string, handlers: WatchHandlers<DeploymentInfo>) {
+    this.deploymentHandlers = handlers;
+    queueMicrotask(() => {
+      for (const d of this.deployments.values()) handlers.upsert(d);
+      handlers.synced();
+    });
+    return { stop: async () => { this.deploymentHandlers = undefined; } };
   }
 
   async patchPod(name: string, rv: string | undefined, labels: Record<string, string | null>, annotations: Record<string, string | null>): Promise<PodInfo> {
@@ -78,22 +119,25 @@ export class FakeApi implements KubeApi {
     this.pods.delete(name);
   }
 
-  async readReplicas(): Promise<number | undefined> {
-    if (this.down) throw Object.assign(new Error('kubernetes get cancelled'), { code: 'ETIMEDOUT' });
-    return this.deployment ? this.scaled ?? 0 : undefined;
+  async ping(): Promise<void> {
+    if (this.down) throw Object.assign(new Error('kubernetes list cancelled'), { code: 'ETIMEDOUT' });
   }
 
-  async scaleDeployment(_name: string, replicas: number): Promise<void> {
-    this.scaled = replicas;
+  async scaleDeployment(name: string, replicas: number): Promise<void> {
+    if (this.down) throw Object.assign(new Error('kubernetes patch cancelled'), { code: 'ETIMEDOUT' });
+    const d = this.deployments.get(name);
+    if (!d) throw new ApiError(404);
+    this.scales.push(`${name}=${replicas}`);
+    this.putDeployment({ ...d, replicas });
   }
 
-  async createEvent(event: PodEvent): Promise<void> {
+  async createEvent(event: KubeEvent): Promise<void> {
     if (this.failEvents) throw new ApiError(403);
     this.events.push(event);
   }
 }
 
-/** A started pool on `api`: 3 pods wanted, claim timeout `timeoutMs`, a fixed seed. */
+/** A started backend on `api`: pools of 3 pods by default, claim timeout `timeoutMs`, a fixed seed. */
 export async function poolWith(api: FakeApi, timeoutMs = 200, options: Partial<KubePoolOptions> = {}) {
   const metrics = createMetrics();
   const pool = new KubePool({
@@ -102,11 +146,9 @@ export async function poolWith(api: FakeApi, timeoutMs = 200, options: Partial<K
     logger: createLogger('silent'),
     metrics,
     replica: 'test-replica',
-    selector: { 'app.kubernetes.io/name': 'chatbot-worker' },
     labelKey: 'assigned',
-    deployment: 'chatbot-worker',
-    pool: 'chatbot',
-    poolSize: 3,
+    minSize: 3,
+    maxSize: 3,
     workerPort: 8080,
     activityFlushMs: 60_000,
     retryAfterS: 1,

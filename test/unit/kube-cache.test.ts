@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createMetrics } from '../../controller/src/metrics.js';
 import { rendezvous } from '../../controller/src/pool/kubernetes/claimer.js';
-import { CLAIMED_AT, CLAIMED_BY, SESSION_LABEL, type PodInfo } from '../../controller/src/pool/kubernetes/index.js';
+import { CLAIMED_AT, CLAIMED_BY, POOL_LABEL, SESSION_LABEL, type PodInfo } from '../../controller/src/pool/kubernetes/index.js';
 import { PodCache } from '../../controller/src/pool/kubernetes/pod-cache.js';
 import { SessionIndex } from '../../controller/src/pool/kubernetes/session-index.js';
 import { FakeApi, poolWith } from './fake-kube.js';
@@ -21,7 +21,7 @@ function prng(seed: number): () => number {
 
 function podNamed(i: number, rv: number): PodInfo {
   return {
-    name: `w${i}`, uid: `uid-w${i}-${rv}`, resourceVersion: String(rv), labels: { assigned: 'not_assigned' }, annotations: {},
+    name: `w${i}`, uid: `uid-w${i}-${rv}`, resourceVersion: String(rv), labels: { [POOL_LABEL]: 'chatbot', assigned: 'not_assigned' }, annotations: {},
     phase: 'Running', ready: true, readySince: 2000, createdAt: 1000, podIP: `127.0.${i >> 8}.${i & 255}`, deleting: false, restartedAt: undefined,
   };
 }
@@ -64,7 +64,7 @@ function step(random: () => number, model: Map<string, PodInfo>, cache: PodCache
   if (r < 0.45) next = { ...next, ready: !old.ready };
   else if (r < 0.75 && old.labels.assigned === 'not_assigned') {
     const at = new Date(1_700_000_000_000 + rv.n).toISOString();
-    next = { ...next, labels: { assigned: 'assigned', [SESSION_LABEL]: rv.n.toString(16).padStart(40, '0') }, annotations: { [CLAIMED_AT]: at } };
+    next = { ...next, labels: { ...old.labels, assigned: 'assigned', [SESSION_LABEL]: rv.n.toString(16).padStart(40, '0') }, annotations: { [CLAIMED_AT]: at } };
   } else if (r < 0.85) next = { ...next, phase: random() < 0.5 ? 'Failed' : 'Pending' };
   else if (r < 0.95) next = { ...next, deleting: true };
   else if (r < 0.97) next = { ...next, podIP: undefined };
@@ -89,11 +89,11 @@ describe('kubernetes pod cache', () => {
     for (let round = 0; round < 10; round++) {
       for (let e = 0; e < 2000; e++) step(random, model, cache, rv);
       const want = recount(model.values());
-      assert.deepEqual(new Set(cache.claimable()), want.warm, `claimable set after round ${round}`);
+      assert.deepEqual(new Set(cache.claimable('chatbot')), want.warm, `claimable set after round ${round}`);
       assert.deepEqual(cache.counts(), { warm: want.warm.size, warming: want.warming, assigned: want.assigned }, `counts after round ${round}`);
       assert.deepEqual(new Map([...sessions.hashes()].map((h) => [h, sessions.get(h)?.name])), want.sessions, `session index after round ${round}`);
       const best = [...want.warm].reduce<string | undefined>((a, b) => (a === undefined || rank(b) > rank(a) ? b : a), undefined);
-      assert.equal(cache.best()?.name, best, 'the preferred candidate is the highest-ranked claimable pod');
+      assert.equal(cache.best('chatbot')?.name, best, 'the preferred candidate is the highest-ranked claimable pod');
     }
   });
 
@@ -156,29 +156,7 @@ describe('kubernetes claim reservations', () => {
   });
 });
 
-describe('kubernetes pool size and Events', () => {
-  test('when someone else scales the pool Deployment, then the replicas are set back to the pool size', async () => {
-    const api = new FakeApi();
-    const { pool } = await poolWith(api, 200, { poolSizeCheckMs: 10 });
-    assert.equal(api.scaled, 3);
-    api.scaled = 7;
-    for (let i = 0; i < 200 && api.scaled !== 3; i++) await sleep(10);
-    assert.equal(api.scaled, 3);
-    await pool.stop();
-  });
-
-  test('when the pool Deployment is missing, then the pool is not ready, and becomes ready once it exists', async () => {
-    const api = new FakeApi();
-    api.deployment = false;
-    const { pool } = await poolWith(api, 200, { poolSizeCheckMs: 10 });
-    await sleep(30);
-    assert.equal(pool.isReady(), false);
-    api.deployment = true;
-    for (let i = 0; i < 300 && !pool.isReady(); i++) await sleep(10);
-    assert.equal(pool.isReady(), true);
-    await pool.stop();
-  });
-
+describe('kubernetes Events', () => {
   test('when a pod is claimed, ended and lost, then Events say so with the pool and the hash prefix, and a failing Event write fails nothing', async () => {
     const api = new FakeApi();
     api.addWarm('w1', '127.0.9.1');
@@ -192,12 +170,12 @@ describe('kubernetes pool size and Events', () => {
     assert.equal(podB.annotations[CLAIMED_BY], 'test-replica');
     api.handlers.remove(podB);
     await sleep(0);
-    const seen = api.events.map((e) => `${e.pod.name} ${e.reason} ${e.type}: ${e.message}`);
+    const seen = api.events.map((e) => `${e.object.name} ${e.reason} ${e.type}: ${e.message}`);
     assert.deepEqual(seen, [
-      `${a.worker} Claimed Normal: pool chatbot-worker: claimed for session 111111111111 by test-replica`,
-      `${b.worker} Claimed Normal: pool chatbot-worker: claimed for session 222222222222 by test-replica`,
-      `${a.worker} Ended Normal: pool chatbot-worker: session 111111111111 ended (idle) by test-replica`,
-      `${b.worker} Lost Warning: pool chatbot-worker: session 222222222222 lost (pod deleted)`,
+      `${a.worker} Claimed Normal: pool chatbot: claimed for session 111111111111 by test-replica`,
+      `${b.worker} Claimed Normal: pool chatbot: claimed for session 222222222222 by test-replica`,
+      `${a.worker} Ended Normal: pool chatbot: session 111111111111 ended (idle) by test-replica`,
+      `${b.worker} Lost Warning: pool chatbot: session 222222222222 lost (pod deleted)`,
     ]);
     api.failEvents = true;
     const free = ['w1', 'w2', 'w3'].find((n) => n !== a.worker && n !== b.worker);

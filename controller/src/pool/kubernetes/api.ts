@@ -20,17 +20,39 @@ export interface PodInfo {
   restartedAt: number | undefined;
 }
 
-export interface PodWatchHandlers {
-  upsert(pod: PodInfo): void;
-  remove(pod: PodInfo): void;
+/** What the pool logic knows of a Deployment that may be a pool. */
+export interface DeploymentInfo {
+  name: string;
+  uid: string;
+  resourceVersion: string;
+  labels: Readonly<Record<string, string>>;
+  annotations: Readonly<Record<string, string>>;
+  /** spec.replicas. */
+  replicas: number;
+  /** spec.selector.matchLabels (matchExpressions are not read: a pool's selector is plain labels). */
+  selector: Readonly<Record<string, string>>;
+  templateLabels: Readonly<Record<string, string>>;
+  deleting: boolean;
+}
+
+export interface WatchHandlers<T> {
+  upsert(object: T): void;
+  remove(object: T): void;
   /** The informer is (again) in step with the API server: its first list or a resumed watch. */
   synced(): void;
   /** The informer lost the API server; it retries by itself after `retryInMs`. */
   broken(err: unknown, retryInMs: number): void;
 }
 
+export type PodWatchHandlers = WatchHandlers<PodInfo>;
+
+export interface Watch {
+  stop(): Promise<void>;
+}
+
 export interface KubeApi {
-  watchPods(labelSelector: string, handlers: PodWatchHandlers): { stop(): Promise<void> };
+  watchPods(labelSelector: string, handlers: PodWatchHandlers): Watch;
+  watchDeployments(labelSelector: string, handlers: WatchHandlers<DeploymentInfo>): Watch;
   /**
    * Merge patch carrying `resourceVersion`, so a stale version fails with 409. Returns the pod
    * as the API server stored it.
@@ -38,15 +60,16 @@ export interface KubeApi {
   patchPod(name: string, resourceVersion: string | undefined, labels: Record<string, string | null>, annotations: Record<string, string | null>): Promise<PodInfo>;
   /** Deletes with preconditions (uid always, resourceVersion when given). */
   deletePod(name: string, uid: string, resourceVersion?: string): Promise<void>;
-  /** The Deployment's desired replicas, or undefined when there is no such Deployment. */
-  readReplicas(name: string): Promise<number | undefined>;
+  /** Sets a Deployment's replicas through its scale subresource. */
   scaleDeployment(name: string, replicas: number): Promise<void>;
-  /** Writes a core/v1 Event about a pod (what `kubectl describe pod` shows). */
-  createEvent(event: PodEvent): Promise<void>;
+  /** The cheapest request that tells whether the API server answers (a list of at most one pool Deployment). */
+  ping(): Promise<void>;
+  /** Writes a core/v1 Event about a pod or a Deployment (what `kubectl describe` shows). */
+  createEvent(event: KubeEvent): Promise<void>;
 }
 
-export interface PodEvent {
-  pod: { name: string; uid: string };
+export interface KubeEvent {
+  object: { kind: 'Pod' | 'Deployment'; name: string; uid: string };
   reason: string;
   message: string;
   type: 'Normal' | 'Warning';

@@ -1,5 +1,6 @@
 /**
- * The claim path: take the candidate this replica ranks highest from the pod cache, and bind it
+ * The claim path: take, from the first pool of the claim's list that has one, the candidate this
+ * replica ranks highest in the pod cache, and bind it
  * with one conditional merge patch that sets every label and annotation of the claim at once.
  * A conflict drops that candidate (the watch brings it back if it is still free) and tries the
  * next; nothing is retried against a view the watch has not confirmed.
@@ -8,7 +9,7 @@ import { errors } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
 import type { ClaimRequest, SessionWorker } from '../types.js';
-import { isConflict, type KubeApi } from './api.js';
+import { isConflict, type KubeApi, type PodInfo } from './api.js';
 import type { PodEvents } from './events.js';
 import { CLAIMED_AT, CLAIMED_BY, CLIENT_LABEL, LAST_ACTIVITY, POOL_LABEL, SESSION_LABEL, sessionOf, TAKEN } from './labels.js';
 import type { PodCache } from './pod-cache.js';
@@ -25,6 +26,8 @@ export interface ClaimerOptions {
   retryAfterS: number;
   /** Conflicting candidates one claim tries before it waits for the watch. */
   maxAttempts: number;
+  /** Whether a pool takes claims now (its Deployment is a valid pool). */
+  listed: (pool: string) => boolean;
   /** Whether the watch is in step with the API server: claims fail fast when it is not. */
   connected: () => boolean;
   /** A claim write failed without an answer: it may still land, on a pod no client will use. */
@@ -52,13 +55,16 @@ export class Claimer {
   constructor(private readonly o: ClaimerOptions) {}
 
   /**
-   * One claim round. Resolves undefined when there is no candidate or `maxAttempts` conflicts
-   * were met: the caller then waits for the watch.
+   * One claim round. Resolves undefined when no pool of the request has a candidate or
+   * `maxAttempts` conflicts were met: the caller then waits for the watch. Rejects with 503
+   * no_warm_worker when none of its pools takes claims any more (their Deployments are gone).
    */
   async tryClaim(request: ClaimRequest): Promise<SessionWorker | undefined> {
     for (let attempt = 0; attempt < this.o.maxAttempts; attempt++) {
       if (!this.o.connected()) throw errors.backendUnavailable(this.o.retryAfterS);
-      const pod = this.o.cache.best();
+      const pools = request.pools.filter(this.o.listed);
+      if (pools.length === 0) throw errors.noWarmWorker(this.o.retryAfterS);
+      const pod = this.best(pools);
       if (!pod) return undefined;
       this.o.cache.take(pod.name);
       const at = new Date(this.o.now()).toISOString();
@@ -82,6 +88,15 @@ export class Claimer {
         this.o.cache.drop(pod.name, pod.resourceVersion);
         this.o.metrics.claimsTotal.inc({ pool: pod.labels[POOL_LABEL] ?? '', result: 'conflict' });
       }
+    }
+    return undefined;
+  }
+
+  /** The preferred candidate of the first pool that has one. */
+  private best(pools: readonly string[]): PodInfo | undefined {
+    for (const pool of pools) {
+      const pod = this.o.cache.best(pool);
+      if (pod) return pod;
     }
     return undefined;
   }

@@ -22,32 +22,13 @@ import {
   type RequestContext,
   type SecurityAuthentication,
   type Informer,
+  type KubernetesObject,
+  type V1Deployment,
   type V1Pod,
 } from '@kubernetes/client-node';
-import { statusOf, type KubeApi, type PodEvent, type PodInfo, type PodWatchHandlers } from './api.js';
-
-function toPodInfo(pod: V1Pod): PodInfo {
-  const ready = pod.status?.conditions?.find((c) => c.type === 'Ready');
-  const isReady = ready?.status === 'True';
-  const readyAt = ready?.lastTransitionTime ? new Date(ready.lastTransitionTime).getTime() : undefined;
-  return {
-    name: pod.metadata?.name ?? '',
-    uid: pod.metadata?.uid ?? '',
-    resourceVersion: pod.metadata?.resourceVersion ?? '',
-    labels: pod.metadata?.labels ?? {},
-    annotations: pod.metadata?.annotations ?? {},
-    phase: pod.status?.phase ?? 'Unknown',
-    ready: isReady,
-    readySince: isReady ? readyAt : undefined,
-    createdAt: pod.metadata?.creationTimestamp ? new Date(pod.metadata.creationTimestamp).getTime() : 0,
-    podIP: pod.status?.podIP || undefined,
-    deleting: Boolean(pod.metadata?.deletionTimestamp),
-    restartedAt: Math.max(0, ...(pod.status?.containerStatuses ?? []).map((c) => {
-      const at = c.lastState?.terminated?.finishedAt;
-      return at ? new Date(at).getTime() : 0;
-    })) || undefined,
-  };
-}
+import { statusOf, type DeploymentInfo, type KubeApi, type KubeEvent, type PodInfo, type PodWatchHandlers, type Watch, type WatchHandlers } from './api.js';
+import { toDeploymentInfo, toPodInfo } from './convert.js';
+import { POOL_LABEL } from './labels.js';
 
 export interface KubeClientOptions {
   namespace: string;
@@ -104,10 +85,10 @@ type CallOptions = ConfigurationOptions<ObservableMiddleware>;
  * good after one). Each failed start doubles the wait (capped); a start that reaches the API
  * server resets it.
  */
-function keepWatching(informer: Informer<V1Pod>, handlers: PodWatchHandlers, maxBackoffMs: number): { stop(): Promise<void> } {
-  informer.on('add', (pod) => handlers.upsert(toPodInfo(pod)));
-  informer.on('update', (pod) => handlers.upsert(toPodInfo(pod)));
-  informer.on('delete', (pod) => handlers.remove(toPodInfo(pod)));
+function keepWatching<K extends KubernetesObject, T>(informer: Informer<K>, convert: (object: K) => T, handlers: WatchHandlers<T>, maxBackoffMs: number): Watch {
+  informer.on('add', (object) => handlers.upsert(convert(object)));
+  informer.on('update', (object) => handlers.upsert(convert(object)));
+  informer.on('delete', (object) => handlers.remove(convert(object)));
   let stopped = false;
   let backoffMs = 250;
   let retry: NodeJS.Timeout | undefined;
@@ -168,7 +149,7 @@ class KubeClient implements KubeApi {
     this.timeoutMs = options.requestTimeoutMs ?? 5000;
   }
 
-  watchPods(labelSelector: string, handlers: PodWatchHandlers): { stop(): Promise<void> } {
+  watchPods(labelSelector: string, handlers: PodWatchHandlers): Watch {
     const { namespace } = this;
     const informer = makeInformer<V1Pod>(
       this.kc,
@@ -176,7 +157,18 @@ class KubeClient implements KubeApi {
       () => this.call('list', (o) => this.core.listNamespacedPod({ namespace, labelSelector }, o)),
       labelSelector,
     );
-    return keepWatching(informer, handlers, this.options.maxBackoffMs ?? 30_000);
+    return keepWatching(informer, toPodInfo, handlers, this.options.maxBackoffMs ?? 30_000);
+  }
+
+  watchDeployments(labelSelector: string, handlers: WatchHandlers<DeploymentInfo>): Watch {
+    const { namespace } = this;
+    const informer = makeInformer<V1Deployment>(
+      this.kc,
+      `/apis/apps/v1/namespaces/${namespace}/deployments`,
+      () => this.call('list', (o) => this.apps.listNamespacedDeployment({ namespace, labelSelector }, o)),
+      labelSelector,
+    );
+    return keepWatching(informer, toDeploymentInfo, handlers, this.options.maxBackoffMs ?? 30_000);
   }
 
   async patchPod(name: string, resourceVersion: string | undefined, labels: Record<string, string | null>, annotations: Record<string, string | null>): Promise<PodInfo> {
@@ -190,27 +182,21 @@ class KubeClient implements KubeApi {
     await this.call('delete', (o) => this.core.deleteNamespacedPod({ name, namespace: this.namespace, body }, o));
   }
 
-  async readReplicas(name: string): Promise<number | undefined> {
-    try {
-      const deployment = await this.call('get', (o) => this.apps.readNamespacedDeployment({ name, namespace: this.namespace }, o));
-      return deployment.spec?.replicas ?? 1;
-    } catch (err) {
-      if (statusOf(err) === 404) return undefined;
-      throw err;
-    }
-  }
-
   async scaleDeployment(name: string, replicas: number): Promise<void> {
     const body = { spec: { replicas } };
     await this.call('patch', (o) => this.apps.patchNamespacedDeploymentScale({ name, namespace: this.namespace, body }, mergePatch(o)));
   }
 
-  async createEvent({ pod, reason, message, type, replica }: PodEvent): Promise<void> {
+  async ping(): Promise<void> {
+    await this.call('list', (o) => this.apps.listNamespacedDeployment({ namespace: this.namespace, labelSelector: POOL_LABEL, limit: 1 }, o));
+  }
+
+  async createEvent({ object, reason, message, type, replica }: KubeEvent): Promise<void> {
     const { namespace } = this;
     const now = new Date();
     const body = {
-      metadata: { generateName: `${pod.name}.` },
-      involvedObject: { apiVersion: 'v1', kind: 'Pod', namespace, name: pod.name, uid: pod.uid },
+      metadata: { generateName: `${object.name}.` },
+      involvedObject: { apiVersion: object.kind === 'Pod' ? 'v1' : 'apps/v1', kind: object.kind, namespace, name: object.name, uid: object.uid },
       reason,
       message,
       type,

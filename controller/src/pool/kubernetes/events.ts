@@ -1,38 +1,49 @@
 /**
  * Kubernetes Events on the pods the controller claims and ends, so `kubectl describe pod` tells
- * an operator what happened to a pod and why. They name the pool and the session hash prefix,
- * never the session id. Best effort: a failed write is logged at debug (and counted with every
- * API request), never fails what it reports on.
+ * an operator what happened to a pod and why, and on pool Deployments it cannot use as they are,
+ * so `kubectl describe deployment` says what to fix. Pod Events name the pool and the session
+ * hash prefix, never the session id. Best effort: a failed write is logged at debug (and counted
+ * with every API request), never fails what it reports on.
  */
 import type { Logger } from '../../log.js';
-import type { KubeApi, PodEvent } from './api.js';
+import type { KubeApi, KubeEvent } from './api.js';
+import { POOL_LABEL } from './labels.js';
 
-type Pod = { name: string; uid: string };
+type Pod = { name: string; uid: string; labels: Readonly<Record<string, string>> };
 
 export class PodEvents {
   constructor(
     private readonly api: KubeApi,
     private readonly logger: Logger,
     private readonly replica: string,
-    private readonly pool: string,
   ) {}
 
   claimed(pod: Pod, hash: string): void {
-    this.write(pod, 'Claimed', 'Normal', `pool ${this.pool}: claimed for session ${hash.slice(0, 12)} by ${this.replica}`);
+    this.write(pod, 'Claimed', 'Normal', `claimed for session ${hash.slice(0, 12)} by ${this.replica}`);
   }
 
   ended(pod: Pod, hash: string | undefined, reason: string): void {
     const session = hash ? `session ${hash.slice(0, 12)}` : 'a claim without a valid session';
-    this.write(pod, 'Ended', 'Normal', `pool ${this.pool}: ${session} ended (${reason}) by ${this.replica}`);
+    this.write(pod, 'Ended', 'Normal', `${session} ended (${reason}) by ${this.replica}`);
   }
 
   lost(pod: Pod, hash: string, why: string): void {
-    this.write(pod, 'Lost', 'Warning', `pool ${this.pool}: session ${hash.slice(0, 12)} lost (${why})`);
+    this.write(pod, 'Lost', 'Warning', `session ${hash.slice(0, 12)} lost (${why})`);
   }
 
-  private write(pod: Pod, reason: string, type: PodEvent['type'], message: string): void {
-    this.api.createEvent({ pod: { name: pod.name, uid: pod.uid }, reason, type, message, replica: this.replica }).catch((err: unknown) => {
-      this.logger.debug({ pod: pod.name, reason, err: (err as Error).message }, 'event not written');
+  /** A warning on a pool Deployment: `reason` is InvalidPool or InvalidPoolSettings. */
+  deployment(deployment: { name: string; uid: string }, reason: string, message: string): void {
+    this.send({ object: { kind: 'Deployment', ...deployment }, reason, type: 'Warning', message, replica: this.replica });
+  }
+
+  private write(pod: Pod, reason: string, type: KubeEvent['type'], message: string): void {
+    const pool = pod.labels[POOL_LABEL] ?? '';
+    this.send({ object: { kind: 'Pod', name: pod.name, uid: pod.uid }, reason, type, message: `pool ${pool}: ${message}`, replica: this.replica });
+  }
+
+  private send(event: KubeEvent): void {
+    this.api.createEvent(event).catch((err: unknown) => {
+      this.logger.debug({ object: event.object.name, reason: event.reason, err: (err as Error).message }, 'event not written');
     });
   }
 }

@@ -1,26 +1,30 @@
 /**
- * The kubernetes backend. The pool is a Deployment whose selector includes
- * `<labelKey>=not_assigned`; a claim flips that label with one conditional write, so the
- * ReplicaSet releases the pod and starts a replacement. Sessions live in the pod labels, so
- * every replica can route every session from its watch and a restarted replica has nothing to
- * recover. This facade wires the parts: the pod cache and its session index (the watch), the
- * claimer (the claim path), the reconciler (timers) and the pod Events.
+ * The kubernetes backend. Each pool is a Deployment labelled `warmpool.dev/pool: <name>` whose
+ * selector includes `<labelKey>=not_assigned`; a claim flips that label with one conditional
+ * write, so the ReplicaSet releases the pod and starts a replacement. Sessions live in the pod
+ * labels, so every replica can route every session from its watch and a restarted replica has
+ * nothing to recover. This facade wires the parts: the pool registry (the Deployment watch) and
+ * its scaler, the pod cache and its session index (the pod watch, one for every pool), the
+ * claimer (the claim path), the reconciler (timers) and the Events.
  */
 import { errors } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
 import { claimInOrder, type ClaimQueue } from '../claim-queue.js';
 import type { ClaimRequest, EndReason, GoneListener, PoolBackend, PoolSnapshot, SessionWorker } from '../types.js';
-import { isConflict, type KubeApi } from './api.js';
+import { isConflict, type KubeApi, type Watch } from './api.js';
 import { Claimer, rendezvous } from './claimer.js';
 import { PodEvents } from './events.js';
-import { CLAIMED_BY, ENDED, sessionOf } from './labels.js';
+import { CLAIMED_BY, ENDED, POOL_LABEL, sessionOf } from './labels.js';
 import { PodCache } from './pod-cache.js';
+import { PoolRegistry, targetOf } from './pools.js';
 import { Reconciler } from './reconciler.js';
+import { Scaler } from './scaler.js';
 import { SessionIndex } from './session-index.js';
 
-export { CLAIMED_AT, CLAIMED_BY, CLIENT_LABEL, ENDED, LAST_ACTIVITY, SESSION_LABEL } from './labels.js';
-export type { KubeApi, PodEvent, PodInfo, PodWatchHandlers } from './api.js';
+export { CLAIMED_AT, CLAIMED_BY, CLIENT_LABEL, ENDED, LAST_ACTIVITY, POOL_LABEL, SESSION_LABEL } from './labels.js';
+export { MAX_SIZE, MIN_SIZE } from './pools.js';
+export type { DeploymentInfo, KubeApi, KubeEvent, PodInfo, PodWatchHandlers, WatchHandlers } from './api.js';
 
 export interface KubePoolOptions {
   api: KubeApi;
@@ -29,12 +33,11 @@ export interface KubePoolOptions {
   metrics: Metrics;
   /** This replica's name, written to claimed-by. */
   replica: string;
-  selector: Readonly<Record<string, string>>;
   labelKey: string;
-  deployment: string;
-  /** The pool's name (the Deployment's warmpool.dev/pool label). */
-  pool: string;
-  poolSize: number;
+  /** A pool's min-size when its Deployment has no warmpool.dev/min-size annotation. */
+  minSize: number;
+  /** A pool's max-size when its Deployment has no warmpool.dev/max-size annotation. */
+  maxSize: number;
   workerPort: number;
   activityFlushMs: number;
   retryAfterS: number;
@@ -44,8 +47,8 @@ export interface KubePoolOptions {
   catchUpMs?: number;
   /** Period of the orphan sweep (default: the activity flush period). */
   orphanSweepMs?: number;
-  /** Period of the check that the Deployment's replicas are the pool size. */
-  poolSizeCheckMs?: number;
+  /** How long a claim may stay unconfirmed (settings not delivered) before it is ended as an orphan (default 60 s). */
+  undeliveredMs?: number;
   random?: () => number;
   now?: () => number;
 }
@@ -54,11 +57,14 @@ export class KubePool implements PoolBackend {
   readonly name = 'kubernetes';
   private readonly index: SessionIndex;
   private readonly cache: PodCache;
+  private readonly registry: PoolRegistry;
+  private readonly scaler: Scaler;
   private readonly claimer: Claimer;
   private readonly reconciler: Reconciler;
   private readonly events: PodEvents;
-  private watch: { stop(): Promise<void> } | undefined;
-  private synced = false;
+  private readonly watches: Watch[] = [];
+  private podsSynced = false;
+  private deploymentsSynced = false;
   private connected = false;
   /** False from a claim write that got no answer until the API server answers again: claims then fail fast. */
   private answering = true;
@@ -67,25 +73,41 @@ export class KubePool implements PoolBackend {
   constructor(private readonly o: KubePoolOptions) {
     const now = o.now ?? Date.now;
     const seed = Math.floor((o.random ?? Math.random)() * 0x100000000);
-    this.events = new PodEvents(o.api, o.logger, o.replica, o.deployment);
-    this.index = new SessionIndex(o.labelKey, (pod, hash, why) => {
-      if (pod.annotations[CLAIMED_BY] === o.replica) this.events.lost(pod, hash, why);
-    });
-    this.cache = new PodCache({ labelKey: o.labelKey, rank: rendezvous(seed), sessions: this.index, metrics: o.metrics, onClaimable: () => o.queue.wake(o.pool) });
     const { api, logger, metrics, replica, labelKey, workerPort, retryAfterS } = o;
+    this.events = new PodEvents(api, logger, replica);
+    this.index = new SessionIndex(labelKey, (pod, hash, why) => {
+      if (pod.annotations[CLAIMED_BY] === replica) this.events.lost(pod, hash, why);
+    });
+    this.cache = new PodCache({ labelKey, rank: rendezvous(seed), sessions: this.index, metrics, onClaimable: (pool) => o.queue.wake(pool) });
+    this.scaler = new Scaler({ api, logger, reachable: (answered) => this.answered(answered) });
+    this.registry = new PoolRegistry({
+      labelKey, logger, metrics, events: this.events,
+      defaults: { minSize: o.minSize, maxSize: o.maxSize },
+      changed: (pool, added) => {
+        this.scaler.observe(pool.deployment.name, pool.deployment.replicas, targetOf(pool));
+        if (!added) return;
+        logger.info({ pool: pool.name, deployment: pool.deployment.name, ...pool.settings }, 'pool found');
+        o.queue.wake(pool.name, this.cache.counts(pool.name).warm);
+      },
+      removed: (pool, deployment) => {
+        this.scaler.forget(deployment);
+        logger.info({ pool, deployment }, 'pool gone: no new claims; its sessions go on');
+        // Claims waiting for that pool alone fail now instead of waiting out their deadline.
+        o.queue.wakeAll();
+      },
+    });
     this.reconciler = new Reconciler({
       api, cache: this.cache, sessions: this.index, events: this.events, logger, metrics, workerPort, now,
-      deployment: o.deployment,
-      poolSize: o.poolSize,
       activityFlushMs: o.activityFlushMs,
       orphanSweepMs: o.orphanSweepMs ?? o.activityFlushMs,
-      poolSizeCheckMs: o.poolSizeCheckMs ?? 10_000,
+      undeliveredMs: o.undeliveredMs ?? 60_000,
       reachable: (answered) => this.answered(answered),
       end: (session, reason) => this.release(session, reason),
     });
     this.claimer = new Claimer({
       api, cache: this.cache, events: this.events, logger, metrics, replica, labelKey, workerPort, retryAfterS, now,
       maxAttempts: o.maxAttempts ?? 5,
+      listed: (pool) => this.registry.get(pool) !== undefined,
       connected: () => this.connected && this.answering,
       unanswered: (hash) => {
         this.reconciler.recordUnanswered(hash);
@@ -94,41 +116,54 @@ export class KubePool implements PoolBackend {
     });
   }
 
-  /** Resolves after the first list; the pool size is set (and kept) in the background. */
+  /** Resolves after the first list of both watches; pool sizes are set (and kept) in the background. */
   async start(): Promise<void> {
-    const selector = Object.entries(this.o.selector).map(([k, v]) => `${k}=${v}`).join(',');
-    const listed = new Promise<void>((firstSync) => {
-      this.watch = this.o.api.watchPods(selector, {
+    const { api, logger } = this.o;
+    const deployments = new Promise<void>((firstSync) => {
+      this.watches.push(api.watchDeployments(POOL_LABEL, {
+        upsert: (d) => this.registry.upsert(d),
+        remove: (d) => this.registry.remove(d),
+        synced: () => {
+          this.deploymentsSynced = true;
+          logger.info({ pools: this.registry.names() }, 'deployment informer in sync');
+          firstSync();
+        },
+        broken: (err, retryInMs) => logger.warn({ err: (err as Error)?.message ?? String(err), retryInMs }, 'deployment informer lost the API server'),
+      }));
+    });
+    const pods = new Promise<void>((firstSync) => {
+      this.watches.push(api.watchPods(POOL_LABEL, {
         upsert: (pod) => this.cache.upsert(pod),
         remove: (pod) => this.cache.remove(pod),
         synced: () => {
-          this.synced = true;
+          this.podsSynced = true;
           this.connected = true;
-          this.o.logger.info({ pods: this.cache.size }, 'pod informer in sync');
-          this.o.queue.wake(this.o.pool, this.cache.counts().warm);
+          logger.info({ pods: this.cache.size }, 'pod informer in sync');
+          this.wakePools();
           firstSync();
         },
         broken: (err, retryInMs) => {
           this.connected = false;
-          this.o.logger.warn({ err: (err as Error)?.message ?? String(err), retryInMs }, 'pod informer lost the API server');
+          logger.warn({ err: (err as Error)?.message ?? String(err), retryInMs }, 'pod informer lost the API server');
         },
-      });
+      }));
     });
     this.reconciler.start();
-    await listed;
+    await Promise.all([deployments, pods]);
   }
 
+  /** Both watches have listed, and there is a pool to claim from. */
   isReady(): boolean {
-    return this.synced && this.reconciler.deploymentReady;
+    return this.podsSynced && this.deploymentsSynced && this.registry.names().length > 0;
   }
 
   pools(): readonly string[] {
-    return this.reconciler.deploymentReady ? [this.o.pool] : [];
+    return this.registry.names();
   }
 
   /** Writes the session's activity now: a claim whose activity never moves past its claim time is an orphan. */
   confirm(session: SessionWorker): void {
-    this.recordActivity(session.hash, Math.max(Date.now(), session.createdAt + 1));
+    this.reconciler.writeActivityNow(session.hash, Math.max((this.o.now ?? Date.now)(), session.createdAt + 1));
   }
 
   claim(request: ClaimRequest): Promise<SessionWorker> {
@@ -207,7 +242,7 @@ export class KubePool implements PoolBackend {
     if (yes) {
       if (was) return;
       this.o.logger.info('the API server answers again');
-      this.o.queue.wake(this.o.pool, this.cache.counts().warm);
+      this.wakePools();
       return;
     }
     // Every failed probe wakes the claims queued meanwhile, so they fail now too.
@@ -217,9 +252,18 @@ export class KubePool implements PoolBackend {
     this.reconciler.probeSoon();
   }
 
+  /** Wakes as many waiters of each pool as it has warm pods. */
+  private wakePools(): void {
+    for (const pool of this.registry.names()) this.o.queue.wake(pool, this.cache.counts(pool).warm);
+  }
+
   snapshot(): PoolSnapshot {
-    const counts = this.cache.counts();
-    return { backend: this.name, ...counts, pendingClaims: this.o.queue.length, pools: { [this.o.pool]: { ...counts, size: this.o.poolSize } } };
+    const pools: PoolSnapshot['pools'] = {};
+    for (const pool of this.registry.values()) {
+      pools[pool.name] = { ...this.cache.counts(pool.name), size: targetOf(pool), ...(pool.problem ? { problem: pool.problem } : {}) };
+    }
+    const problem = this.deploymentsSynced && this.registry.names().length === 0 ? `no pool Deployment (labelled ${POOL_LABEL}) in the namespace` : undefined;
+    return { backend: this.name, ...this.cache.counts(), pendingClaims: this.o.queue.length, ...(problem ? { problem } : {}), pools };
   }
 
   onGone(listener: GoneListener): void {
@@ -229,7 +273,8 @@ export class KubePool implements PoolBackend {
   /** Stops watching. Pods and sessions stay: they belong to the cluster, not to this replica. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.scaler.stop();
     await this.reconciler.stop();
-    await this.watch?.stop();
+    await Promise.all(this.watches.map((w) => w.stop()));
   }
 }

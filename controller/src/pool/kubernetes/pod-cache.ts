@@ -1,8 +1,8 @@
 /**
- * The pool's pods as the watch reports them, with the indexes the claim path and the status
- * page read, each kept up to date per watch event (one pod at a time, never a scan): the
- * claimable set (ranked, so a claim takes its candidate without a scan), the count of pods per
- * state, and the session index.
+ * The pools' pods as the watch reports them (one watch for every pool), with the indexes the
+ * claim path and the status page read, each kept up to date per watch event (one pod at a time,
+ * never a scan): per pool (the pod's pool label) the claimable set (ranked, so a claim takes its
+ * candidate without a scan) and the pods per state; and the session index.
  *
  * The cache holds only what the watch reports; it is never written from a write's answer. A
  * claim this replica made is a reservation laid over it: the claimed view of the pod, until the
@@ -25,9 +25,30 @@ export interface PodCacheOptions {
   rank: (name: string) => number;
   sessions: SessionIndex;
   metrics: Metrics;
-  /** Called when a pod turns claimable. */
-  onClaimable: () => void;
+  /** Called when a pod of `pool` turns claimable. */
+  onClaimable: (pool: string) => void;
 }
+
+/** One pool's pods by state. */
+class PoolPods {
+  readonly warm: RankedSet;
+  readonly warming = new Set<string>();
+  readonly assigned = new Set<string>();
+
+  constructor(rank: (name: string) => number) {
+    this.warm = new RankedSet(rank);
+  }
+
+  of(state: PodState): { add(name: string): void; delete(name: string): void } {
+    return state === 'warm' ? this.warm : state === 'warming' ? this.warming : this.assigned;
+  }
+
+  counts(): Record<PodState, number> {
+    return { warm: this.warm.size, warming: this.warming.size, assigned: this.assigned.size };
+  }
+}
+
+const poolOf = (pod: PodInfo): string => pod.labels[POOL_LABEL] ?? '';
 
 export class PodCache {
   private readonly pods = new Map<string, PodInfo>();
@@ -36,16 +57,13 @@ export class PodCache {
   private readonly taken = new Set<string>();
   /** Candidates that lost a conflict, with the resourceVersion they lost at: skipped until the watch shows another. */
   private readonly dropped = new Map<string, string>();
-  private readonly states = new Map<string, PodState>();
-  private readonly warm: RankedSet;
-  private readonly warming = new Set<string>();
-  private readonly assigned = new Set<string>();
+  /** Each pod's pool and state, as the per-pool sets hold it. */
+  private readonly states = new Map<string, { pool: string; state: PodState }>();
+  private readonly byPool = new Map<string, PoolPods>();
   /** Pods whose startup was already observed in the metric. */
   private readonly startupSeen = new Set<string>();
 
-  constructor(private readonly o: PodCacheOptions) {
-    this.warm = new RankedSet(o.rank);
-  }
+  constructor(private readonly o: PodCacheOptions) {}
 
   get size(): number {
     return this.pods.size;
@@ -56,23 +74,32 @@ export class PodCache {
     return this.reservations.get(name) ?? this.pods.get(name);
   }
 
-  counts(): Record<PodState, number> {
-    return { warm: this.warm.size, warming: this.warming.size, assigned: this.assigned.size };
+  /** One pool's pods per state; without a pool, every pool's. */
+  counts(pool?: string): Record<PodState, number> {
+    if (pool !== undefined) return this.byPool.get(pool)?.counts() ?? { warm: 0, warming: 0, assigned: 0 };
+    const total = { warm: 0, warming: 0, assigned: 0 };
+    for (const pods of this.byPool.values()) {
+      const n = pods.counts();
+      total.warm += n.warm;
+      total.warming += n.warming;
+      total.assigned += n.assigned;
+    }
+    return total;
   }
 
-  /** Names of claimable pods (for tests and the recount; the claim path uses best()). */
-  claimable(): Iterable<string> {
-    return this.warm;
+  /** Names of a pool's claimable pods (for tests and the recount; the claim path uses best()). */
+  claimable(pool: string): Iterable<string> {
+    return this.byPool.get(pool)?.warm ?? [];
   }
 
-  /** Names of claimed pods, for the orphan sweep. */
+  /** Names of claimed pods in every pool, for the orphan sweep. */
   claimed(): string[] {
-    return [...this.assigned];
+    return [...this.byPool.values()].flatMap((pods) => [...pods.assigned]);
   }
 
-  /** The claimable pod this replica prefers. */
-  best(): PodInfo | undefined {
-    const name = this.warm.best();
+  /** The claimable pod of `pool` this replica prefers. */
+  best(pool: string): PodInfo | undefined {
+    const name = this.byPool.get(pool)?.warm.best();
     return name === undefined ? undefined : this.pods.get(name);
   }
 
@@ -91,7 +118,7 @@ export class PodCache {
     if (reserved && this.shows(pod, reserved)) this.reservations.delete(pod.name);
     if (pod.ready && pod.readySince && !this.startupSeen.has(pod.uid)) {
       this.startupSeen.add(pod.uid);
-      if (pod.createdAt > 0) this.o.metrics.podStartup.observe({ pool: pod.labels[POOL_LABEL] ?? '' }, Math.max(0, pod.readySince - pod.createdAt) / 1000);
+      if (pod.createdAt > 0) this.o.metrics.podStartup.observe({ pool: poolOf(pod) }, Math.max(0, pod.readySince - pod.createdAt) / 1000);
     }
     this.refresh(pod.name, before);
   }
@@ -153,27 +180,29 @@ export class PodCache {
     return skipped ? undefined : 'warm';
   }
 
-  /** Moves one pod between the per-state sets and tells the session index of its new view. */
+  /** Moves one pod between the per-pool, per-state sets and tells the session index of its new view. */
   private refresh(name: string, before?: PodInfo, gone?: PodInfo): void {
     const was = this.states.get(name);
-    const now = gone ? undefined : this.stateOf(name);
-    if (was !== now) {
-      if (was) this.setOf(was).delete(name);
-      if (now) this.setOf(now).add(name);
+    const current = gone ?? this.view(name);
+    const state = gone ? undefined : this.stateOf(name);
+    const now = state && current ? { pool: poolOf(current), state } : undefined;
+    if (was?.pool !== now?.pool || was?.state !== now?.state) {
+      if (was) this.move(was.pool, (pods) => pods.of(was.state).delete(name));
+      if (now) this.move(now.pool, (pods) => pods.of(now.state).add(name));
       if (now) this.states.set(name, now);
       else this.states.delete(name);
-      this.publish();
     }
-    const current = gone ?? this.view(name);
     if (current && current !== before) this.o.sessions.seen(current, before);
-    if (now === 'warm' && was !== 'warm') this.o.onClaimable();
+    if (now?.state === 'warm' && (was?.state !== 'warm' || was.pool !== now.pool)) this.o.onClaimable(now.pool);
   }
 
-  private setOf(state: PodState): { add(name: string): void; delete(name: string): void } {
-    return state === 'warm' ? this.warm : state === 'warming' ? this.warming : this.assigned;
-  }
-
-  private publish(): void {
-    for (const [state, n] of Object.entries(this.counts())) this.o.metrics.poolPods.set({ pool: 'chatbot', state }, n);
+  /** Changes one pool's sets and publishes its counts; a pool left with no pod is forgotten. */
+  private move(pool: string, change: (pods: PoolPods) => void): void {
+    let pods = this.byPool.get(pool);
+    if (!pods) this.byPool.set(pool, pods = new PoolPods(this.o.rank));
+    change(pods);
+    const counts = pods.counts();
+    for (const [state, n] of Object.entries(counts)) this.o.metrics.poolPods.set({ pool, state }, n);
+    if (counts.warm + counts.warming + counts.assigned === 0) this.byPool.delete(pool);
   }
 }

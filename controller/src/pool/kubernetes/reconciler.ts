@@ -1,13 +1,13 @@
 /**
  * What this replica keeps true on its own clock, each on a named timer: the activity flush
  * (this replica's traffic, written to the pods so every replica sees it), the orphan sweep
- * (claims nobody can use), and the pool size (the Deployment's replicas, re-asserted whenever
- * someone else changes them). Each works from what the watch shows and writes conditionally.
+ * (claims nobody can use), and, while the API server does not answer, a probe that tells when
+ * it does again. Each works from what the watch shows and writes conditionally.
  */
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
 import type { EndReason, SessionWorker } from '../types.js';
-import { isConflict, statusOf, type KubeApi } from './api.js';
+import { isConflict, statusOf, type KubeApi, type PodInfo } from './api.js';
 import type { PodEvents } from './events.js';
 import { canServe, CLAIMED_AT, epoch, HASH_SHAPE, LAST_ACTIVITY, POOL_LABEL, SESSION_LABEL, sessionOf } from './labels.js';
 import type { PodCache } from './pod-cache.js';
@@ -28,13 +28,12 @@ export interface ReconcilerOptions {
   events: PodEvents;
   logger: Logger;
   metrics: Metrics;
-  deployment: string;
-  poolSize: number;
   workerPort: number;
   activityFlushMs: number;
   orphanSweepMs: number;
-  poolSizeCheckMs: number;
-  /** Whether the last pool size check got an answer from the API server (any answer). */
+  /** How long a claim may wait for its delivery to be confirmed before it is ended as an orphan. */
+  undeliveredMs: number;
+  /** Whether the last probe got an answer from the API server (any answer). */
   reachable: (answered: boolean) => void;
   /** Ends a session the way the backend's release does. */
   end: (session: SessionWorker, reason: EndReason) => Promise<boolean>;
@@ -59,25 +58,22 @@ export class Reconciler {
   private readonly unanswered = new Map<string, number>();
   private activityFlush: NodeJS.Timeout | undefined;
   private orphanSweep: NodeJS.Timeout | undefined;
-  private poolSize: NodeJS.Timeout | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
   private stopped = false;
-  private checking = false;
-  /** The pool Deployment exists (as last seen); readiness waits for it. */
-  deploymentReady = false;
+  private probing = false;
 
   constructor(private readonly o: ReconcilerOptions) {}
 
   start(): void {
     this.activityFlush = every(this.o.activityFlushMs, () => this.flushActivity());
     this.orphanSweep = every(this.o.orphanSweepMs, () => this.sweepOrphans());
-    void this.keepPoolSize(RETRY_MS);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.activityFlush);
     clearInterval(this.orphanSweep);
-    clearTimeout(this.poolSize);
+    clearTimeout(this.probeTimer);
     await this.flushActivity();
   }
 
@@ -85,15 +81,20 @@ export class Reconciler {
     this.pendingActivity.set(hash, Math.max(at, this.pendingActivity.get(hash) ?? 0));
   }
 
+  /** Writes the session's activity now, not at the next flush; a failed write stays pending for the flush. */
+  writeActivityNow(hash: string, at: number): void {
+    this.pendingActivity.delete(hash);
+    void this.writeActivity(hash, at);
+  }
+
   forgetActivity(hash: string): void {
     this.pendingActivity.delete(hash);
   }
 
-  /** The API server stopped answering: check it (and the pool size) soon, until it answers. */
+  /** The API server stopped answering: probe it now, then again, backing off, until it answers. */
   probeSoon(): void {
-    if (this.stopped || this.checking) return;
-    clearTimeout(this.poolSize);
-    void this.keepPoolSize(RETRY_MS);
+    if (this.stopped || this.probing) return;
+    void this.probe(RETRY_MS);
   }
 
   recordUnanswered(hash: string): void {
@@ -104,32 +105,37 @@ export class Reconciler {
   private async flushActivity(): Promise<void> {
     const due = [...this.pendingActivity];
     this.pendingActivity.clear();
-    await Promise.all(due.map(async ([hash, at]) => {
-      const pod = this.o.sessions.get(hash);
-      if (!pod || epoch(pod.annotations[LAST_ACTIVITY]) >= at) return;
-      try {
-        await this.o.api.patchPod(pod.name, undefined, {}, { [LAST_ACTIVITY]: new Date(at).toISOString() });
-      } catch (err) {
-        if (!isConflict(err)) this.o.logger.debug({ pod: pod.name, err: (err as Error).message }, 'activity not written');
-      }
-    }));
+    await Promise.all(due.map(([hash, at]) => this.writeActivity(hash, at)));
+  }
+
+  /** A write that got no answer or an error other than "the pod is not what you thought" is retried at the next flush. */
+  private async writeActivity(hash: string, at: number): Promise<void> {
+    const pod = this.o.sessions.get(hash);
+    if (!pod || epoch(pod.annotations[LAST_ACTIVITY]) >= at) return;
+    try {
+      await this.o.api.patchPod(pod.name, undefined, {}, { [LAST_ACTIVITY]: new Date(at).toISOString() });
+    } catch (err) {
+      if (isConflict(err)) return;
+      this.recordActivity(hash, at);
+      this.o.logger.debug({ pod: pod.name, err: (err as Error).message }, 'activity not written; retrying at the next flush');
+    }
   }
 
   /**
    * Ends the sessions of claims that failed here without an answer but landed after all (their
-   * client got a 503 and never the id, so the pod would otherwise wait out the idle timeout), and
-   * deletes claimed pods that carry no valid session (a hand edit, a foreign tool) or can no
-   * longer serve the one they carry (worker restarted or pod failed: the session is lost).
+   * client got a 503 and never the id, so the pod would otherwise wait out the idle timeout) and
+   * of claims whose delivery was never confirmed (the replica that made one died before its
+   * client got the id), and deletes claimed pods that carry no valid session (a hand edit, a
+   * foreign tool) or can no longer serve the one they carry (worker restarted or pod failed: the
+   * session is lost).
    */
   private async sweepOrphans(): Promise<void> {
     for (const [hash, since] of this.unanswered) {
       const pod = this.o.sessions.get(hash);
       if (this.o.now() - since > UNANSWERED_TTL_MS) {
         this.unanswered.delete(hash);
-      } else if (pod && await this.o.end(sessionOf(pod, this.o.workerPort), 'orphan').catch(() => false)) {
+      } else if (pod && await this.endOrphan(pod, 'ended the session of a claim whose answer was lost')) {
         this.unanswered.delete(hash);
-        this.o.metrics.sessionsEnded.inc({ pool: pod.labels[POOL_LABEL] ?? '', reason: 'orphan' });
-        this.o.logger.warn({ session: hash.slice(0, 12) }, 'ended the session of a claim whose answer was lost');
       }
     }
     for (const name of this.o.cache.claimed()) {
@@ -137,7 +143,10 @@ export class Reconciler {
       if (!pod) continue;
       const hash = pod.labels[SESSION_LABEL] ?? '';
       const valid = HASH_SHAPE.test(hash) && epoch(pod.annotations[CLAIMED_AT]) > 0;
-      if (valid && canServe(pod)) continue;
+      if (valid && canServe(pod)) {
+        if (this.undelivered(pod, hash)) await this.endOrphan(pod, 'ended a claim whose delivery was never confirmed');
+        continue;
+      }
       try {
         await this.o.api.deletePod(pod.name, pod.uid, pod.resourceVersion);
         this.o.metrics.sessionsEnded.inc({ pool: pod.labels[POOL_LABEL] ?? '', reason: 'orphan' });
@@ -149,36 +158,42 @@ export class Reconciler {
     }
   }
 
-  /** Checks the pool size now, then every `poolSizeCheckMs`; after a failure sooner, backing off. */
-  private async keepPoolSize(retryMs: number): Promise<void> {
-    this.checking = true;
-    const ok = await this.assertPoolSize();
-    this.checking = false;
-    if (this.stopped) return;
-    const [delayMs, nextRetryMs] = ok ? [this.o.poolSizeCheckMs, RETRY_MS] : [retryMs, Math.min(retryMs * 2, MAX_RETRY_MS)];
-    this.poolSize = setTimeout(() => void this.keepPoolSize(nextRetryMs), delayMs);
-    this.poolSize.unref();
+  /**
+   * A claim writes last-activity equal to claimed-at, and its delivery (confirm) or any traffic
+   * moves it past: a claim whose activity never moved within the bound was never delivered.
+   */
+  private undelivered(pod: PodInfo, hash: string): boolean {
+    const claimedAt = epoch(pod.annotations[CLAIMED_AT]);
+    if (epoch(pod.annotations[LAST_ACTIVITY]) > claimedAt || (this.pendingActivity.get(hash) ?? 0) > claimedAt) return false;
+    return this.o.now() - claimedAt > this.o.undeliveredMs;
   }
 
-  /** Sets the Deployment's replicas to the pool size when they differ. Resolves whether the check got through. */
-  private async assertPoolSize(): Promise<boolean> {
-    const { deployment, poolSize } = this.o;
-    try {
-      const replicas = await this.o.api.readReplicas(deployment);
-      this.o.reachable(true);
-      this.deploymentReady = replicas !== undefined;
-      if (replicas === undefined) {
-        this.o.logger.warn({ deployment }, 'pool deployment not found; retrying');
-        return false;
-      }
-      if (replicas === poolSize) return true;
-      await this.o.api.scaleDeployment(deployment, poolSize);
-      this.o.logger.info({ deployment, replicas: poolSize, was: replicas }, 'pool size set');
-      return true;
-    } catch (err) {
-      this.o.reachable(statusOf(err) !== undefined);
-      this.o.logger.warn({ err: (err as Error).message }, 'cannot set the pool size; retrying');
-      return false;
+  /** Ends a session as `orphan`, conditional on the pod's version as seen. Resolves whether it ended. */
+  private async endOrphan(pod: PodInfo, message: string): Promise<boolean> {
+    const ended = await this.o.end(sessionOf(pod, this.o.workerPort), 'orphan').catch(() => false);
+    if (ended) {
+      this.o.metrics.sessionsEnded.inc({ pool: pod.labels[POOL_LABEL] ?? '', reason: 'orphan' });
+      this.o.logger.warn({ session: (pod.labels[SESSION_LABEL] ?? '').slice(0, 12), pod: pod.name }, message);
     }
+    return ended;
+  }
+
+  private async probe(retryMs: number): Promise<void> {
+    this.probing = true;
+    let answered: boolean;
+    try {
+      await this.o.api.ping();
+      answered = true;
+    } catch (err) {
+      answered = statusOf(err) !== undefined;
+      if (!answered) this.o.logger.debug({ err: (err as Error).message }, 'the API server still does not answer');
+    }
+    this.o.reachable(answered);
+    if (answered || this.stopped) {
+      this.probing = false;
+      return;
+    }
+    this.probeTimer = setTimeout(() => void this.probe(Math.min(retryMs * 2, MAX_RETRY_MS)), retryMs);
+    this.probeTimer.unref();
   }
 }

@@ -1,0 +1,88 @@
+/**
+ * Keeps each pool Deployment's replicas at its pool's target, level-based: whenever the watch
+ * shows a Deployment whose replicas differ from the target (at start, after a settings change,
+ * or because someone else scaled it), the target is written through the scale subresource. A
+ * failed write is retried, backing off, against the latest view. Every replica does this; the
+ * writes agree, so it needs no leader.
+ */
+import type { Logger } from '../../log.js';
+import { statusOf, type KubeApi } from './api.js';
+
+const RETRY_MS = 500;
+const MAX_RETRY_MS = 5_000;
+
+export interface ScalerOptions {
+  api: KubeApi;
+  logger: Logger;
+  /** Whether a write got an answer from the API server (any answer). */
+  reachable: (answered: boolean) => void;
+}
+
+interface Wanted {
+  replicas: number;
+  target: number;
+}
+
+export class Scaler {
+  private readonly wanted = new Map<string, Wanted>();
+  private readonly writing = new Set<string>();
+  private readonly retries = new Map<string, NodeJS.Timeout>();
+  private stopped = false;
+
+  constructor(private readonly o: ScalerOptions) {}
+
+  /** The Deployment's replicas as the watch shows them, and its pool's target. */
+  observe(deployment: string, replicas: number, target: number): void {
+    this.wanted.set(deployment, { replicas, target });
+    void this.converge(deployment, RETRY_MS);
+  }
+
+  /** The Deployment is no pool any more: leave its replicas alone. */
+  forget(deployment: string): void {
+    this.wanted.delete(deployment);
+    clearTimeout(this.retries.get(deployment));
+    this.retries.delete(deployment);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const timer of this.retries.values()) clearTimeout(timer);
+    this.retries.clear();
+  }
+
+  private async converge(deployment: string, retryMs: number): Promise<void> {
+    const want = this.wanted.get(deployment);
+    if (this.stopped || !want || want.replicas === want.target || this.writing.has(deployment) || this.retries.has(deployment)) return;
+    this.writing.add(deployment);
+    const { replicas, target } = want;
+    let next: number | undefined;
+    try {
+      await this.o.api.scaleDeployment(deployment, target);
+      this.o.reachable(true);
+      this.o.logger.info({ deployment, replicas: target, was: replicas }, 'pool size set');
+      // Written: until the watch shows otherwise, the Deployment has its target.
+      if (this.wanted.get(deployment) === want) want.replicas = target;
+    } catch (err) {
+      const status = statusOf(err);
+      this.o.reachable(status !== undefined);
+      // 404: the Deployment is gone (the watch is about to say so); a new one is observed afresh.
+      if (status === 404) this.wanted.delete(deployment);
+      else {
+        this.o.logger.warn({ deployment, err: (err as Error).message, retryInMs: retryMs }, 'cannot set the pool size; retrying');
+        next = retryMs;
+      }
+    } finally {
+      this.writing.delete(deployment);
+    }
+    if (next === undefined) {
+      void this.converge(deployment, RETRY_MS);
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.retries.delete(deployment);
+      void this.converge(deployment, Math.min(retryMs * 2, MAX_RETRY_MS));
+    }, next);
+    timer.unref();
+    this.retries.set(deployment, timer);
+  }
+}
