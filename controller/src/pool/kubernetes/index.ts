@@ -16,10 +16,10 @@ import { isConflict, type KubeApi, type Watch } from './api.js';
 import { Claimer, rendezvous } from './claimer.js';
 import { PodEvents } from './events.js';
 import { CLAIMED_BY, ENDED, POOL_LABEL, sessionOf } from './labels.js';
+import { PoolDiscovery } from './discovery.js';
 import { PodCache } from './pod-cache.js';
-import { PoolRegistry, targetOf } from './pools.js';
+import { targetOf } from './pools.js';
 import { Reconciler } from './reconciler.js';
-import { Scaler } from './scaler.js';
 import { SessionIndex } from './session-index.js';
 
 export { CLAIMED_AT, CLAIMED_BY, CLIENT_LABEL, ENDED, LAST_ACTIVITY, POOL_LABEL, SESSION_LABEL } from './labels.js';
@@ -57,14 +57,12 @@ export class KubePool implements PoolBackend {
   readonly name = 'kubernetes';
   private readonly index: SessionIndex;
   private readonly cache: PodCache;
-  private readonly registry: PoolRegistry;
-  private readonly scaler: Scaler;
+  private readonly discovery: PoolDiscovery;
   private readonly claimer: Claimer;
   private readonly reconciler: Reconciler;
   private readonly events: PodEvents;
-  private readonly watches: Watch[] = [];
+  private pods: Watch | undefined;
   private podsSynced = false;
-  private deploymentsSynced = false;
   private connected = false;
   /** False from a claim write that got no answer until the API server answers again: claims then fail fast. */
   private answering = true;
@@ -79,22 +77,11 @@ export class KubePool implements PoolBackend {
       if (pod.annotations[CLAIMED_BY] === replica) this.events.lost(pod, hash, why);
     });
     this.cache = new PodCache({ labelKey, rank: rendezvous(seed), sessions: this.index, metrics, onClaimable: (pool) => o.queue.wake(pool) });
-    this.scaler = new Scaler({ api, logger, reachable: (answered) => this.answered(answered) });
-    this.registry = new PoolRegistry({
-      labelKey, logger, metrics, events: this.events,
+    this.discovery = new PoolDiscovery({
+      api, queue: o.queue, logger, metrics, events: this.events, labelKey,
       defaults: { minSize: o.minSize, maxSize: o.maxSize },
-      changed: (pool, added) => {
-        this.scaler.observe(pool.deployment.name, pool.deployment.replicas, targetOf(pool));
-        if (!added) return;
-        logger.info({ pool: pool.name, deployment: pool.deployment.name, ...pool.settings }, 'pool found');
-        o.queue.wake(pool.name, this.cache.counts(pool.name).warm);
-      },
-      removed: (pool, deployment) => {
-        this.scaler.forget(deployment);
-        logger.info({ pool, deployment }, 'pool gone: no new claims; its sessions go on');
-        // Claims waiting for that pool alone fail now instead of waiting out their deadline.
-        o.queue.wakeAll();
-      },
+      warm: (pool) => this.cache.counts(pool).warm,
+      reachable: (answered) => this.answered(answered),
     });
     this.reconciler = new Reconciler({
       api, cache: this.cache, sessions: this.index, events: this.events, logger, metrics, workerPort, now,
@@ -107,7 +94,7 @@ export class KubePool implements PoolBackend {
     this.claimer = new Claimer({
       api, cache: this.cache, events: this.events, logger, metrics, replica, labelKey, workerPort, retryAfterS, now,
       maxAttempts: o.maxAttempts ?? 5,
-      listed: (pool) => this.registry.get(pool) !== undefined,
+      listed: (pool) => this.discovery.has(pool),
       connected: () => this.connected && this.answering,
       unanswered: (hash) => {
         this.reconciler.recordUnanswered(hash);
@@ -119,20 +106,8 @@ export class KubePool implements PoolBackend {
   /** Resolves after the first list of both watches; pool sizes are set (and kept) in the background. */
   async start(): Promise<void> {
     const { api, logger } = this.o;
-    const deployments = new Promise<void>((firstSync) => {
-      this.watches.push(api.watchDeployments(POOL_LABEL, {
-        upsert: (d) => this.registry.upsert(d),
-        remove: (d) => this.registry.remove(d),
-        synced: () => {
-          this.deploymentsSynced = true;
-          logger.info({ pools: this.registry.names() }, 'deployment informer in sync');
-          firstSync();
-        },
-        broken: (err, retryInMs) => logger.warn({ err: (err as Error)?.message ?? String(err), retryInMs }, 'deployment informer lost the API server'),
-      }));
-    });
     const pods = new Promise<void>((firstSync) => {
-      this.watches.push(api.watchPods(POOL_LABEL, {
+      this.pods = api.watchPods(POOL_LABEL, {
         upsert: (pod) => this.cache.upsert(pod),
         remove: (pod) => this.cache.remove(pod),
         synced: () => {
@@ -146,19 +121,19 @@ export class KubePool implements PoolBackend {
           this.connected = false;
           logger.warn({ err: (err as Error)?.message ?? String(err), retryInMs }, 'pod informer lost the API server');
         },
-      }));
+      });
     });
     this.reconciler.start();
-    await Promise.all([deployments, pods]);
+    await Promise.all([this.discovery.start(), pods]);
   }
 
   /** Both watches have listed, and there is a pool to claim from. */
   isReady(): boolean {
-    return this.podsSynced && this.deploymentsSynced && this.registry.names().length > 0;
+    return this.podsSynced && this.discovery.synced && this.discovery.names().length > 0;
   }
 
   pools(): readonly string[] {
-    return this.registry.names();
+    return this.discovery.names();
   }
 
   /** Writes the session's activity now: a claim whose activity never moves past its claim time is an orphan. */
@@ -254,15 +229,15 @@ export class KubePool implements PoolBackend {
 
   /** Wakes as many waiters of each pool as it has warm pods. */
   private wakePools(): void {
-    for (const pool of this.registry.names()) this.o.queue.wake(pool, this.cache.counts(pool).warm);
+    for (const pool of this.discovery.names()) this.o.queue.wake(pool, this.cache.counts(pool).warm);
   }
 
   snapshot(): PoolSnapshot {
     const pools: PoolSnapshot['pools'] = {};
-    for (const pool of this.registry.values()) {
+    for (const pool of this.discovery.values()) {
       pools[pool.name] = { ...this.cache.counts(pool.name), size: targetOf(pool), ...(pool.problem ? { problem: pool.problem } : {}) };
     }
-    const problem = this.deploymentsSynced && this.registry.names().length === 0 ? `no pool Deployment (labelled ${POOL_LABEL}) in the namespace` : undefined;
+    const problem = this.discovery.synced && this.discovery.names().length === 0 ? `no pool Deployment (labelled ${POOL_LABEL}) in the namespace` : undefined;
     return { backend: this.name, ...this.cache.counts(), pendingClaims: this.o.queue.length, ...(problem ? { problem } : {}), pools };
   }
 
@@ -273,8 +248,7 @@ export class KubePool implements PoolBackend {
   /** Stops watching. Pods and sessions stay: they belong to the cluster, not to this replica. */
   async stop(): Promise<void> {
     this.stopped = true;
-    this.scaler.stop();
     await this.reconciler.stop();
-    await Promise.all(this.watches.map((w) => w.stop()));
+    await Promise.all([this.discovery.stop(), this.pods?.stop()]);
   }
 }
