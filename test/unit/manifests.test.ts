@@ -10,6 +10,7 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { CONFIG_KEYS, parseConfig } from '../../controller/src/config.js';
+import { settingsOf, type PoolSettings } from '../../controller/src/pool/kubernetes/pools.js';
 
 const K8S = fileURLToPath(new URL('../../k8s/', import.meta.url));
 const NAMESPACE = 'warmpool';
@@ -99,6 +100,8 @@ function resolve(dir: string): { kustomization: Kustomization; objects: K8sObjec
 }
 
 const { kustomization, objects, files } = resolve(K8S);
+/** The second pool shipped as an example overlay, not applied by k8s/ itself. */
+const secondPool = resolve(path.join(K8S, 'examples/second-pool'));
 
 function find(kind: string, name: string): K8sObject {
   const found = objects.filter((o) => o.kind === kind && o.metadata.name === name);
@@ -151,8 +154,24 @@ function matches(selector: Selector | undefined, labels: Labels): boolean {
   return true;
 }
 
-const poolSelector = Object.fromEntries(setting('POOL_SELECTOR').split(',').map((kv) => kv.trim().split('=') as [string, string]));
+const POOL_LABEL = 'warmpool.dev/pool';
 const poolLabelKey = setting('POOL_LABEL_KEY');
+/** How the controller finds pool pods and pool Deployments: the pool label, whatever its value. */
+const anyPool: Selector = { matchExpressions: [{ key: POOL_LABEL, operator: 'Exists' }] };
+
+/** The rules a Deployment must follow to be the pool `name`, checked as the controller checks them. */
+function assertPool(d: K8sObject, name: string): void {
+  assert.equal(d.metadata.labels?.[POOL_LABEL], name, `${d.metadata.name} is labelled as the pool ${name}`);
+  const warm = { [POOL_LABEL]: name, [poolLabelKey]: 'not_assigned' };
+  const selector = d.spec?.selector as Selector;
+  for (const [k, v] of Object.entries(warm)) {
+    assert.equal(selector.matchLabels?.[k], v, `the selector includes ${k}=${v}, so a claimed pod leaves the ReplicaSet and pools never share pods`);
+    assert.equal(d.spec?.template?.metadata.labels[k], v, `the pod template carries ${k}=${v}`);
+  }
+  assert.ok(matches(selector, d.spec?.template?.metadata.labels ?? {}), 'new pods are warm pool pods');
+  const claimed = { ...(d.spec?.template?.metadata.labels ?? {}), [poolLabelKey]: 'assigned' };
+  assert.ok(!matches(selector, claimed), 'a claimed pod no longer matches');
+}
 
 describe('k8s manifests', () => {
   test('when kustomization.yaml is resolved, then every manifest in k8s/ is one of its resources and every object lands in namespace warmpool', () => {
@@ -174,7 +193,8 @@ describe('k8s manifests', () => {
       'ServiceAccount/chatbot-worker', 'Deployment/chatbot-worker', 'NetworkPolicy/chatbot-worker', 'NetworkPolicy/warmpool-controller',
     ];
     assert.deepEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), expected.sort());
-    assert.equal(pool.metadata.name, setting('POOL_DEPLOYMENT'), 'the pool Deployment is the one the controller scales');
+    const pools = objects.filter((o) => o.kind === 'Deployment' && o.metadata.labels?.[POOL_LABEL] !== undefined);
+    assert.deepEqual(pools.map((o) => o.metadata.name), ['chatbot-worker'], 'one pool is shipped');
   });
 
   test('when any object is read, then it carries the recommended labels with part-of warmpool', () => {
@@ -188,7 +208,7 @@ describe('k8s manifests', () => {
     }
   });
 
-  for (const d of objects.filter((o) => o.spec?.template)) {
+  for (const d of [...objects, ...secondPool.objects].filter((o) => o.spec?.template)) {
     test(`when the pod template of ${d.kind} ${d.metadata.name} is read, then it runs non-root, read-only, unprivileged, with RuntimeDefault seccomp and requests and limits`, () => {
       const spec = podSpec(d);
       const pod = spec.securityContext ?? {};
@@ -220,8 +240,8 @@ describe('k8s manifests', () => {
       r.verbs.flatMap((v) => (r.resourceNames ?? ['*']).map((n) => `${g}|${res}|${v}|${n}`)))));
     const wanted = [
       ...['get', 'list', 'watch', 'patch', 'delete'].map((v) => `|pods|${v}|*`),
-      ...['get', 'update', 'patch'].map((v) => `apps|deployments/scale|${v}|chatbot-worker`),
-      'apps|deployments|get|chatbot-worker',
+      ...['get', 'list', 'watch'].map((v) => `apps|deployments|${v}|*`),
+      ...['get', 'update', 'patch'].map((v) => `apps|deployments/scale|${v}|*`),
       ...['create', 'patch'].map((v) => `|events|${v}|*`),
     ];
     assert.deepEqual(granted.sort(), wanted.sort());
@@ -270,13 +290,10 @@ describe('k8s manifests', () => {
   test('when the pool Deployment is read, then its selector and labels are the ones the controller claims by, and its size, port and probe agree with the configuration', () => {
     const spec = podSpec(pool);
     const c = onlyContainer(pool);
-    const warm = { ...poolSelector, [poolLabelKey]: 'not_assigned' };
-    assert.deepEqual(warm, { 'app.kubernetes.io/name': 'chatbot-worker', assigned: 'not_assigned' }, 'the design\'s labels');
-    assert.deepEqual(pool.spec?.selector, { matchLabels: warm }, 'the selector includes both labels, so a claimed pod leaves the ReplicaSet');
-    assert.ok(matches(pool.spec?.selector as Selector, pool.spec?.template?.metadata.labels ?? {}), 'new pods are warm pool pods');
-    const claimed = { ...(pool.spec?.template?.metadata.labels ?? {}), [poolLabelKey]: 'assigned' };
-    assert.ok(!matches(pool.spec?.selector as Selector, claimed), 'a claimed pod no longer matches');
-    assert.ok(!matches({ matchLabels: poolSelector }, controller.spec?.template?.metadata.labels ?? {}), 'controller pods are never taken for pool pods');
+    assertPool(pool, 'chatbot');
+    assert.deepEqual(pool.spec?.selector, { matchLabels: { 'app.kubernetes.io/name': 'chatbot-worker', [POOL_LABEL]: 'chatbot', assigned: 'not_assigned' } }, 'the design\'s labels');
+    assert.ok(!matches(anyPool, controller.spec?.template?.metadata.labels ?? {}), 'controller pods are never taken for pool pods');
+    assert.ok(!matches(anyPool, controller.metadata.labels ?? {}), 'the controller Deployment is no pool');
     assert.equal(pool.spec?.replicas, Number(setting('POOL_SIZE')), 'replicas = POOL_SIZE, so an apply does not fight the controller');
     assert.equal(pool.spec?.strategy?.rollingUpdate?.maxUnavailable, 0, 'a rollout never takes a warm pod away before its replacement is ready');
     assert.equal(spec.serviceAccountName, 'chatbot-worker', 'workers have an identity of their own, created in the same apply');
@@ -336,6 +353,8 @@ describe('k8s manifests', () => {
     const controllerPod = { labels: controller.spec?.template?.metadata.labels ?? {}, container: onlyContainer(controller) };
     const workerPod = { labels: pool.spec?.template?.metadata.labels ?? {}, container: onlyContainer(pool) };
     const claimedWorker = { ...workerPod, labels: { ...workerPod.labels, [poolLabelKey]: 'assigned' } };
+    const small = secondPool.objects.find((o) => o.kind === 'Deployment') as K8sObject;
+    const smallWorker = { labels: small.spec?.template?.metadata.labels ?? {}, container: onlyContainer(small) };
     const fromController = { namespace: NAMESPACE, labels: controllerPod.labels };
     const fromWorker = { namespace: NAMESPACE, labels: workerPod.labels };
     const fromNeighbour = { namespace: NAMESPACE, labels: { app: 'debug-shell' } };
@@ -347,6 +366,9 @@ describe('k8s manifests', () => {
       ['the controller -> a claimed worker on 8080', fromController, claimedWorker, 8080, true],
       ['the controller -> a worker on another port', fromController, workerPod, 9090, false],
       ['a worker -> another session\'s worker', fromWorker, claimedWorker, 8080, false],
+      ['the controller -> a worker of the example pool small on 8080', fromController, smallWorker, 8080, true],
+      ['a worker of the example pool small -> a worker', { namespace: NAMESPACE, labels: smallWorker.labels }, workerPod, 8080, false],
+      ['another pod of the namespace -> a worker of the example pool small', fromNeighbour, smallWorker, 8080, false],
       ['another pod of the namespace -> a worker', fromNeighbour, workerPod, 8080, false],
       ['monitoring -> a worker', fromMonitoring, workerPod, 8080, false],
       ['a pod elsewhere that copies the controller\'s labels -> a worker', fromOtherApp, workerPod, 8080, false],
@@ -364,5 +386,23 @@ describe('k8s manifests', () => {
         assert.equal(allowed(from, to, port), expected);
       });
     }
+  });
+});
+
+describe('k8s/examples/second-pool', () => {
+  test('when the overlay is resolved, then it adds one Deployment, chatbot-worker-small, a valid pool small with valid size annotations, beside the shipped objects and not among them', () => {
+    assert.equal(secondPool.kustomization.namespace, NAMESPACE);
+    assert.deepEqual(secondPool.objects.map((o) => `${o.kind}/${o.metadata.name}`), ['Deployment/chatbot-worker-small']);
+    assert.ok(!files.some((f) => f.includes(`${path.sep}examples${path.sep}`)), 'k8s/ does not apply the example');
+    const small = secondPool.objects[0] as K8sObject;
+    assertPool(small, 'small');
+    const annotations = (small.metadata as Meta & { annotations?: Labels }).annotations ?? {};
+    const settings = settingsOf(annotations, { minSize: 3, maxSize: 3 });
+    assert.equal(typeof settings, 'object', `its annotations are valid settings: ${JSON.stringify(settings)}`);
+    assert.equal(small.spec?.replicas, (settings as PoolSettings).minSize, 'replicas = its min-size, so an apply does not fight the controller');
+    assert.equal(podSpec(small).serviceAccountName, 'chatbot-worker', 'it runs as the workers\' identity that k8s/ creates');
+    const shipped = pool.spec?.selector as Selector;
+    assert.ok(!matches(shipped, small.spec?.template?.metadata.labels ?? {}), 'the shipped pool never takes its pods');
+    assert.ok(!matches(small.spec?.selector as Selector, pool.spec?.template?.metadata.labels ?? {}), 'nor it the shipped pool\'s');
   });
 });
