@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createSession, type Controller } from '../integration/harness.js';
-import { hashOf, POOL, poolFixture, type Pod, type PoolFixture } from './fixture.js';
+import { hashOf, POOL, POOL_NAME, poolFixture, type Pod, type PoolFixture } from './fixture.js';
 import { isNotFound } from './kube.js';
 import { kubeconfigPath } from './paths.js';
 import { waitUntil } from './wait.js';
@@ -64,8 +64,8 @@ describe('kubernetes backend on the loopback cluster', () => {
     });
     const prefix = hashOf(id).slice(0, 12);
     assert.deepEqual(events.map((e) => `${e.reason} ${e.type}: ${e.message}`).sort(), [
-      `Claimed Normal: pool ${POOL}: claimed for session ${prefix} by replica-a`,
-      `Ended Normal: pool ${POOL}: session ${prefix} ended (deleted) by replica-a`,
+      `Claimed Normal: pool ${POOL_NAME}: claimed for session ${prefix} by replica-a`,
+      `Ended Normal: pool ${POOL_NAME}: session ${prefix} ended (deleted) by replica-a`,
     ]);
     assert.ok(!JSON.stringify(events).includes(id), 'the token is in no Event');
   });
@@ -180,8 +180,8 @@ describe('kubernetes backend on the loopback cluster', () => {
       .map(([resource, , names, verbs]) => `${resource}${names}:${(verbs ?? '').replace(/[[\]]/g, '').split(' ').sort().join(',')}`)
       .sort();
     assert.deepEqual(granted, [
-      'deployments.apps/scale[chatbot-worker]:get,patch,update',
-      'deployments.apps[chatbot-worker]:get',
+      'deployments.apps/scale[]:get,patch,update',
+      'deployments.apps[]:get,list,watch',
       'events[]:create,patch',
       'pods[]:delete,get,list,patch,watch',
     ]);

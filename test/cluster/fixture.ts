@@ -1,7 +1,8 @@
 /**
- * A namespace with the pool Deployment (replicas 0: the controller sets them), the controller's
- * ServiceAccount bound to its Role, and a kubeconfig from that ServiceAccount's token, plus
- * helpers to start controller replicas against it and to look at the pool's pods.
+ * A namespace with the pool Deployment of the pool `chatbot` (replicas 0: the controller sets
+ * them), the controller's ServiceAccount bound to its Role, and a kubeconfig from that
+ * ServiceAccount's token, plus helpers to start controller replicas against it, to add more
+ * pools and to look at the pools' pods.
  */
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,7 +14,10 @@ import { parseAllDocuments } from 'yaml';
 import { kubeconfigPath, repoRoot } from './paths.js';
 import { waitUntil } from './wait.js';
 
+/** The pool Deployment's name; its pool is POOL_NAME. */
 export const POOL = 'chatbot-worker';
+export const POOL_NAME = 'chatbot';
+export const POOL_LABEL = 'warmpool.dev/pool';
 const SA = 'warmpool-controller';
 
 export interface Pod {
@@ -42,6 +46,38 @@ export const isReady = (p: Pod): boolean =>
 
 export const hashOf = (token: string): string => createHash('sha256').update(token).digest('hex').slice(0, 40);
 
+/**
+ * A pool Deployment as an operator writes one: the pool label on it, its selector and its pod
+ * template (with the free label), the reference worker. Every pool's pods also carry
+ * `app.kubernetes.io/name: chatbot-worker`.
+ */
+export function poolDeployment(name: string, pool: string, workerEnv: Record<string, string> = {}, annotations: Record<string, string> = {}) {
+  const labels = { 'app.kubernetes.io/name': POOL, [POOL_LABEL]: pool, assigned: 'not_assigned' };
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name, labels: { 'app.kubernetes.io/name': POOL, [POOL_LABEL]: pool }, annotations },
+    spec: {
+      replicas: 0,
+      selector: { matchLabels: labels },
+      template: {
+        metadata: { labels },
+        spec: {
+          terminationGracePeriodSeconds: 5,
+          automountServiceAccountToken: false,
+          containers: [{
+            name: 'worker',
+            image: 'warmpool/chatbot-worker:dev',
+            ports: [{ name: 'http', containerPort: 8080 }],
+            env: Object.entries({ PORT: '8080', MODEL_LOAD_DELAY_MS: '300', ...workerEnv }).map(([k, value]) => ({ name: k, value })),
+            readinessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 1, failureThreshold: 3 },
+          }],
+        },
+      },
+    },
+  };
+}
+
 export async function poolFixture(ns: string, workerEnv: Record<string, string> = {}) {
   const kube = Kube.fromKubeconfig(kubeconfigPath);
   const dir = mkdtempSync(join(tmpdir(), 'warmpool-backend-'));
@@ -62,30 +98,7 @@ export async function poolFixture(ns: string, workerEnv: Record<string, string> 
     roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: SA },
     subjects: [{ kind: 'ServiceAccount', name: SA, namespace: ns }],
   });
-  const labels = { 'app.kubernetes.io/name': POOL, assigned: 'not_assigned' };
-  await kube.create(`/apis/apps/v1/namespaces/${ns}/deployments`, {
-    apiVersion: 'apps/v1',
-    kind: 'Deployment',
-    metadata: { name: POOL, labels: { 'app.kubernetes.io/name': POOL } },
-    spec: {
-      replicas: 0,
-      selector: { matchLabels: labels },
-      template: {
-        metadata: { labels },
-        spec: {
-          terminationGracePeriodSeconds: 5,
-          automountServiceAccountToken: false,
-          containers: [{
-            name: 'worker',
-            image: 'warmpool/chatbot-worker:dev',
-            ports: [{ name: 'http', containerPort: 8080 }],
-            env: Object.entries({ PORT: '8080', MODEL_LOAD_DELAY_MS: '300', ...workerEnv }).map(([name, value]) => ({ name, value })),
-            readinessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 1, failureThreshold: 3 },
-          }],
-        },
-      },
-    },
-  });
+  await kube.create(`/apis/apps/v1/namespaces/${ns}/deployments`, poolDeployment(POOL, POOL_NAME, workerEnv));
   const saKubeconfig = join(dir, 'kubeconfig');
   writeFileSync(saKubeconfig, await serviceAccountKubeconfig(kube, ns, SA));
 
@@ -102,8 +115,9 @@ export async function poolFixture(ns: string, workerEnv: Record<string, string> 
     running,
     pods,
     claimed,
-    async warmReady(n: number): Promise<Pod[] | undefined> {
-      const ready = (await pods(`app.kubernetes.io/name=${POOL},assigned=not_assigned`)).filter(isReady);
+    /** At least `n` warm Ready pods of the pool `pool` (default: the pool chatbot), else undefined. */
+    async warmReady(n: number, pool = POOL_NAME): Promise<Pod[] | undefined> {
+      const ready = (await pods(`${POOL_LABEL}=${pool},assigned=not_assigned`)).filter(isReady);
       return ready.length >= n ? ready : undefined;
     },
     async podOf(token: string): Promise<Pod | undefined> {
