@@ -125,12 +125,21 @@ export async function eventually<T>(
   }
 }
 
-/** One sample from a controller's /metrics, `name{labels}` with labels as written there; 0 when absent. */
+/**
+ * A controller's /metrics figure: the sum of the samples of `name` whose labels include every
+ * one of `labels` (`a="x",b="y"`, in any order; values without commas); 0 when none.
+ */
 export async function metric(c: Controller, name: string, labels = ''): Promise<number> {
   const text = await (await fetch(`${c.admin}/metrics`)).text();
-  const key = labels ? `${name}{${labels}} ` : `${name} `;
-  const line = text.split('\n').find((l) => l.startsWith(key));
-  return Number(line?.slice(key.length).split(' ')[0] ?? 0);
+  const wanted = labels ? labels.split(',') : [];
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)/.exec(line);
+    if (m?.[1] !== name) continue;
+    const have = (m[2] ?? '').split(',');
+    if (wanted.every((w) => have.includes(w))) sum += Number(m[3]);
+  }
+  return sum;
 }
 
 export async function pool(c: Controller): Promise<{ warm: number; warming: number; assigned: number; pendingClaims: number }> {

@@ -25,10 +25,10 @@ function yamlBlocks(text: string): Obj[][] {
   });
 }
 
-/** kind/name of every object in k8s/, as kubectl names them in commands. */
+/** kind/name of every object in k8s/ and its example second pool, as kubectl names them in commands. */
 function manifestObjects(): Set<string> {
   const names = new Set<string>();
-  for (const file of ['controller.yaml', 'worker-pool.yaml', 'service.yaml', 'config.yaml']) {
+  for (const file of ['controller.yaml', 'worker-pool.yaml', 'service.yaml', 'config.yaml', 'examples/second-pool/worker-pool-small.yaml']) {
     for (const d of parseAllDocuments(read(`k8s/${file}`)) as ReturnType<typeof parseAllDocuments> & unknown[]) {
       const o = d.toJS() as Obj;
       names.add(`${o.kind}/${o.metadata?.name}`);
