@@ -38,8 +38,7 @@ export const errors = {
   rateLimited: (retryAfterS: number) =>
     new WarmpoolError('rate_limited', 429, 'this client is starting sessions too fast', retryAfterS),
   poolNotFound: (name: string) => new WarmpoolError('pool_not_found', 404, `no pool named ${JSON.stringify(name)}`),
-  poolRequired: (pools: readonly string[]) =>
-    new WarmpoolError('pool_required', 400, `name a pool: there is no DEFAULT_POOL and ${pools.length} pools (${pools.join(', ')})`),
+  poolRequired: (pools: string) => new WarmpoolError('pool_required', 400, `name a pool in "pool": there is no DEFAULT_POOL and several pools (${pools})`),
   invalidBody: (message: string) => new WarmpoolError('invalid_body', 400, message),
   unsupportedMediaType: () => new WarmpoolError('unsupported_media_type', 415, 'the body of POST /sessions is JSON (content-type: application/json)'),
   settingsTooLarge: (limit: number) => new WarmpoolError('settings_too_large', 413, `settings over ${limit} bytes as JSON`),

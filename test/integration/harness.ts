@@ -125,12 +125,21 @@ export async function eventually<T>(
   }
 }
 
-/** One sample from a controller's /metrics, `name{labels}` with labels as written there; 0 when absent. */
+/**
+ * A controller's /metrics sample `name`, summed over every series whose labels include all of
+ * `labels` (written as there: `result="claimed"`, or `pool="a",result="claimed"`); 0 when none.
+ */
 export async function metric(c: Controller, name: string, labels = ''): Promise<number> {
   const text = await (await fetch(`${c.admin}/metrics`)).text();
-  const key = labels ? `${name}{${labels}} ` : `${name} `;
-  const line = text.split('\n').find((l) => l.startsWith(key));
-  return Number(line?.slice(key.length).split(' ')[0] ?? 0);
+  const wanted = labels ? labels.split(/,(?=[a-z_]+=")/) : [];
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_:]+)(?:\{(.*)\})? (\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = m[2] ? m[2].split(/,(?=[a-z_]+=")/) : [];
+    if (wanted.every((w) => have.includes(w))) sum += Number(m[3]);
+  }
+  return sum;
 }
 
 export async function pool(c: Controller): Promise<{ warm: number; warming: number; assigned: number; pendingClaims: number }> {

@@ -24,7 +24,7 @@ export function choosePools(requested: readonly string[] | undefined, known: rea
   }
   if (known.length === 1) return known;
   if (known.length === 0) throw errors.poolNotFound('(none: no pool exists yet)');
-  throw errors.poolRequired(known);
+  throw errors.poolRequired(known.join(', '));
 }
 
 export interface PlacementDeps {
