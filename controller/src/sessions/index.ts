@@ -67,7 +67,7 @@ export class Sessions {
       this.publish();
       if (kind === 'ended') return;
       this.metrics.sessionsEnded.inc({ pool: pool ?? '', reason: 'lost' });
-      this.logger.warn({ session: hash.slice(0, 12), worker, why }, 'session lost');
+      this.logger.warn({ session: hash.slice(0, 12), worker, pool, why }, 'session lost');
     });
   }
 
@@ -218,7 +218,7 @@ export class Sessions {
       return;
     }
     this.metrics.sessionsEnded.inc({ pool: worker.pool, reason });
-    this.logger.info({ session: worker.hash.slice(0, 12), worker: worker.worker, reason, reqId }, 'session ended');
+    this.logger.info({ session: worker.hash.slice(0, 12), worker: worker.worker, pool: worker.pool, reason, reqId }, 'session ended');
   }
 
   private cannotEnd(s: SessionWorker, err: Error): void {
