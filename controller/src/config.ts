@@ -60,6 +60,34 @@ const pattern = (re: RegExp, what: string): Parser<string> => (raw) => {
 
 const text: Parser<string> = (raw) => raw;
 
+/** Empty: unset, so the caller's fallback applies. */
+const optional = <T>(parse: Parser<T>): Parser<T | undefined> => (raw) => (raw.trim() === '' ? undefined : parse(raw));
+
+/** A pool name: a DNS label, as the `warmpool.dev/pool` label value and metric label need. */
+export const POOL_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+const poolName = pattern(POOL_NAME, 'a pool name (lower-case letters, digits and dashes, at most 63)');
+
+export interface LocalPoolSpec {
+  readonly name: string;
+  readonly size: number;
+  /** Empty: LOCAL_WORKER_CMD, or the reference worker. */
+  readonly command: string;
+}
+
+/** `name=size[:command];...`: several local pools, each with its own size and worker command. */
+const localPools: Parser<readonly LocalPoolSpec[]> = (raw) => {
+  const specs: LocalPoolSpec[] = [];
+  for (const part of raw.split(';').map((p) => p.trim()).filter(Boolean)) {
+    const m = /^([^=]+)=(\d+)(?::(.*))?$/.exec(part);
+    if (!m) throw new BadValue(`must be name=size[:command][;name=size[:command]...], got ${JSON.stringify(part)}`);
+    const name = poolName((m[1] as string).trim());
+    if (specs.some((s) => s.name === name)) throw new BadValue(`names the pool ${name} twice`);
+    specs.push(Object.freeze({ name, size: integer(0, 10000)(m[2] as string), command: (m[3] ?? '').trim() }));
+  }
+  return Object.freeze(specs);
+};
+
 /** A Kubernetes label key or value (qualified name rules, simplified to what labels accept). */
 const LABEL_PART = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 
@@ -106,7 +134,13 @@ export const CONFIG_KEYS = {
   POOL_DEPLOYMENT: key('chatbot-worker', 'Deployment that keeps the warm pods (kubernetes backend).', pattern(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'a deployment name')),
   POOL_SELECTOR: key('app.kubernetes.io/name=chatbot-worker', 'Labels that mark the pool\'s pods, `key=value[,key=value]`.', selector),
   POOL_LABEL_KEY: key('assigned', 'Label whose value is `not_assigned` on warm pods and `assigned` on claimed ones.', pattern(LABEL_PART, 'a label key')),
-  POOL_SIZE: key('3', 'Warm workers to keep ready.', integer(0, 10000)),
+  POOL_SIZE: key('3', 'Warm workers to keep ready, in each pool that does not say otherwise.', integer(0, 10000)),
+  POOL_MIN_SIZE: key('', 'Default smallest size of a kubernetes pool (its Deployment\'s `warmpool.dev/min-size` annotation overrides it). Empty: `POOL_SIZE`.', optional(integer(0, 10000))),
+  POOL_MAX_SIZE: key('', 'Default largest size of a kubernetes pool (annotation `warmpool.dev/max-size`). Empty: `POOL_SIZE`.', optional(integer(0, 10000))),
+  DEFAULT_POOL: key('', 'Pool of a session that names none (and of implicit sessions). Empty: the only pool, when there is exactly one.', optional(poolName)),
+  MAX_SETTINGS_BYTES: key('16384', 'Largest `settings` object of `POST /sessions`, as JSON; larger gets 413 `settings_too_large`.', integer(2, 1024 * 1024)),
+  DELIVERY_TIMEOUT_MS: key('5000', 'How long a claimed worker has to accept a session\'s settings (`POST /session`) before it is released and another is claimed.', integer(1)),
+  LOCAL_POOLS: key('', 'Local pools, `name=size[:command];...` (a command without `;`). Empty: one pool `chatbot` of `POOL_SIZE` workers running `LOCAL_WORKER_CMD`.', localPools),
   WORKER_PORT: key('8080', 'Port the worker listens on inside its pod (kubernetes backend).', integer(1, 65535)),
   MAX_SESSIONS: key('100', 'Most sessions at once; beyond it new sessions get 503 `at_capacity`.', integer(1)),
   MAX_SESSIONS_PER_CLIENT: key('10', 'Most sessions one client (API token, or address) holds at once; beyond it 429.', integer(1)),

@@ -37,6 +37,14 @@ export const errors = {
     new WarmpoolError('client_session_limit', 429, 'this client holds its maximum number of sessions', retryAfterS),
   rateLimited: (retryAfterS: number) =>
     new WarmpoolError('rate_limited', 429, 'this client is starting sessions too fast', retryAfterS),
+  poolNotFound: (name: string) => new WarmpoolError('pool_not_found', 404, `no pool named ${JSON.stringify(name)}`),
+  poolRequired: (pools: string) => new WarmpoolError('pool_required', 400, `name a pool in "pool": there is no DEFAULT_POOL and several pools (${pools})`),
+  invalidBody: (message: string) => new WarmpoolError('invalid_body', 400, message),
+  unsupportedMediaType: () => new WarmpoolError('unsupported_media_type', 415, 'the body of POST /sessions is JSON (content-type: application/json)'),
+  settingsTooLarge: (limit: number) => new WarmpoolError('settings_too_large', 413, `settings over ${limit} bytes as JSON`),
+  settingsRejected: (message: string) => new WarmpoolError('settings_rejected', 400, message),
+  workerFailed: (retryAfterS: number) =>
+    new WarmpoolError('worker_failed', 503, 'no worker accepted the session\'s settings after several tries', retryAfterS),
   unauthorized: () => new WarmpoolError('unauthorized', 401, 'a valid bearer token is required'),
   bodyTooLarge: (limit: number) => new WarmpoolError('body_too_large', 413, `request body over ${limit} bytes`),
   unsupportedTransferCoding: () =>

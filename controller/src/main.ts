@@ -14,6 +14,7 @@ import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { ClaimQueue } from './pool/claim-queue.js';
 import { LocalPool } from './pool/local/index.js';
+import { LocalPools } from './pool/local/pools.js';
 import type { PoolBackend } from './pool/types.js';
 import { createForwarder, createObserver } from './forward/index.js';
 import { createClientServer } from './http/server.js';
@@ -50,20 +51,24 @@ const queue = new ClaimQueue({
   onWait: (s) => metrics.claimWait.observe(s),
 });
 
+/** LOCAL_POOLS, or one pool `chatbot` of POOL_SIZE workers running LOCAL_WORKER_CMD. */
 function localBackend(): PoolBackend {
   const referenceWorker = fileURLToPath(new URL('../../worker-image/dist/server.js', import.meta.url));
+  const defaultCommand = config.LOCAL_WORKER_CMD || `'${process.execPath}' '${referenceWorker}'`;
   // The workers inherit the environment (model settings, proxies) but not the API tokens.
   const { API_TOKENS: _tokens, API_TOKENS_FILE: _tokensFile, ...workerEnv } = process.env;
-  return new LocalPool({
-    name: 'chatbot',
-    size: config.POOL_SIZE,
-    command: config.LOCAL_WORKER_CMD || `'${process.execPath}' '${referenceWorker}'`,
+  const specs = config.LOCAL_POOLS.length > 0 ? config.LOCAL_POOLS : [{ name: 'chatbot', size: config.POOL_SIZE, command: '' }];
+  const pools = specs.map((spec) => new LocalPool({
+    name: spec.name,
+    size: spec.size,
+    command: spec.command || defaultCommand,
     env: workerEnv,
     host: '127.0.0.1',
     queue,
-    logger,
+    logger: logger.child({ pool: spec.name }),
     metrics,
-  });
+  }));
+  return new LocalPools(pools, queue);
 }
 
 /**
@@ -77,8 +82,6 @@ async function kubernetesBackend(): Promise<PoolBackend> {
     namespace: config.NAMESPACE,
     count: (verb, code) => metrics.kubeRequests.inc({ verb, code }),
   });
-  // POOL_MIN_SIZE and POOL_MAX_SIZE default to POOL_SIZE.
-  const sizes = config as Config & { POOL_MIN_SIZE?: number; POOL_MAX_SIZE?: number };
   return new KubePool({
     api,
     queue,
@@ -86,10 +89,13 @@ async function kubernetesBackend(): Promise<PoolBackend> {
     metrics,
     replica,
     labelKey: config.POOL_LABEL_KEY,
-    minSize: sizes.POOL_MIN_SIZE ?? config.POOL_SIZE,
-    maxSize: sizes.POOL_MAX_SIZE ?? config.POOL_SIZE,
+    minSize: config.POOL_MIN_SIZE ?? config.POOL_SIZE,
+    maxSize: config.POOL_MAX_SIZE ?? config.POOL_SIZE,
     workerPort: config.WORKER_PORT,
     activityFlushMs: config.ACTIVITY_FLUSH_S * 1000,
+    // A claim being delivered is confirmed (or released) within DELIVERY_TIMEOUT_MS: well past
+    // that, an unconfirmed claim has lost the replica that made it.
+    undeliveredMs: Math.max(60_000, 2 * config.DELIVERY_TIMEOUT_MS),
     retryAfterS,
   });
 }
@@ -117,6 +123,8 @@ const sessions = new Sessions(backend, {
   maxLifetimeMs: config.SESSION_MAX_LIFETIME_S * 1000,
   // Twice per flush interval, so the activity a backend writes is never more than one interval old.
   heartbeatMs: (config.ACTIVITY_FLUSH_S * 1000) / 2,
+  defaultPool: config.DEFAULT_POOL,
+  deliveryTimeoutMs: config.DELIVERY_TIMEOUT_MS,
   retryAfterS,
 }, metrics, logger);
 const forwarder = createForwarder({

@@ -2,13 +2,15 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 /**
  * Every value `warmpool_claims_total{result}` takes: `claimed`, an internal retry (`conflict`:
- * another replica took the candidate), a claim whose client left (`client_closed` while it
+ * another replica took the candidate; `delivery_failed`: the worker failed to take the
+ * session's settings and another is claimed), a claim whose client left (`client_closed` while it
  * waited, `abandoned` once it had landed), or the error code the client got. Anything else is
  * counted as `error`, so the label stays bounded whatever a backend throws.
  */
 export const CLAIM_RESULTS = [
-  'claimed', 'conflict', 'client_closed', 'abandoned', 'no_warm_worker', 'claim_queue_full', 'at_capacity',
-  'client_session_limit', 'rate_limited', 'backend_unavailable', 'shutting_down', 'error',
+  'claimed', 'conflict', 'delivery_failed', 'client_closed', 'abandoned', 'no_warm_worker', 'claim_queue_full', 'at_capacity',
+  'client_session_limit', 'rate_limited', 'backend_unavailable', 'pool_not_found', 'pool_required', 'settings_rejected',
+  'worker_failed', 'shutting_down', 'error',
 ] as const;
 
 /** Every value `warmpool_sessions_ended_total{reason}` takes (EndReason, and `lost` for a worker that died). */

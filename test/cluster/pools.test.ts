@@ -1,8 +1,8 @@
 /**
  * Several pools on the loopback cluster: pool Deployments found, scaled and dropped live by
- * controller replicas on their ServiceAccount. A controller process shows the pools in its
- * admin /pool JSON; claims that name their pool go through KubePool replicas built in this
- * process on the same ServiceAccount kubeconfig (the claim path a session request takes).
+ * controller replicas on their ServiceAccount: a controller process (its session API and its
+ * admin /pool JSON), and two KubePool replicas built in this process on the same ServiceAccount
+ * kubeconfig, whose claims name their pools directly.
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -14,9 +14,8 @@ import { ClaimQueue } from '../../controller/src/pool/claim-queue.js';
 import { createKubeApi } from '../../controller/src/pool/kubernetes/client.js';
 import { KubePool, MIN_SIZE } from '../../controller/src/pool/kubernetes/index.js';
 import type { SessionWorker } from '../../controller/src/pool/types.js';
-import type { Controller } from '../integration/harness.js';
-import { POOL_LABEL, POOL_NAME, poolDeployment, poolFixture, type Pod, type PoolFixture } from './fixture.js';
-import { isNotFound } from './kube.js';
+import { chat, type Controller } from '../integration/harness.js';
+import { hashOf, POOL_LABEL, POOL_NAME, poolDeployment, poolFixture, type Pod, type PoolFixture } from './fixture.js';
 import { kubeconfigPath } from './paths.js';
 import { waitUntil } from './wait.js';
 
@@ -32,6 +31,10 @@ describe('several pools on the loopback cluster', () => {
   const adminPools = async (): Promise<Record<string, { size: number }>> =>
     ((await (await fetch(`${c.admin}/pool`)).json()) as { pools: Record<string, { size: number }> }).pools;
   const podOf = async (s: SessionWorker): Promise<Pod> => f.kube.get<Pod>(`${f.podsPath}/${s.worker}`);
+  const postSession = async (pool: string) => {
+    const res = await fetch(`${c.base}/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pool }) });
+    return { status: res.status, ...((await res.json()) as { id?: string; pool?: string; error?: string }) };
+  };
 
   before(async () => {
     assert.ok(existsSync(kubeconfigPath), `no cluster: ${kubeconfigPath} is missing (npm run cluster:up)`);
@@ -78,6 +81,10 @@ describe('several pools on the loopback cluster', () => {
     assert.equal(s.pool, 'small');
     assert.equal((await podOf(s)).metadata.labels?.[POOL_LABEL], 'small');
     await (replicas[0] as KubePool).release(s, 'deleted');
+    const created = await postSession('small');
+    assert.deepEqual([created.status, created.pool], [201, 'small'], 'the controller process serves the new pool too');
+    assert.equal((await f.podOf(created.id as string))?.metadata.labels?.[POOL_LABEL], 'small');
+    assert.equal((await fetch(`${c.base}/sessions/${created.id}`, { method: 'DELETE' })).status, 204);
   });
 
   test('when claims in both pools run in parallel on two replicas, then each session\'s pod is of its own pool and no pod serves two sessions', async () => {
@@ -94,19 +101,23 @@ describe('several pools on the loopback cluster', () => {
   test('when a pool Deployment is deleted, then no replica claims from it any more, and its live session goes on', async () => {
     const [b, other] = replicas as [KubePool, KubePool];
     await waitUntil('a warm small pod', () => f.warmReady(1, 'small'), 60_000);
-    const live = await claim(b, 'small');
+    const { id } = await postSession('small');
+    assert.ok(id, 'a session in the pool small');
+    await chat(c, id, 'before the pool goes');
     await f.kube.delete(`/apis/apps/v1/namespaces/${f.ns}/deployments/${SMALL}`);
     await waitUntil('no replica lists the pool small', async () =>
       replicas.every((r) => !r.pools().includes('small')) && !('small' in (await adminPools())) ? true : undefined);
+    assert.deepEqual(await postSession('small'), { status: 404, error: 'pool_not_found', message: 'no pool named "small"' });
     await assert.rejects(claim(other, 'small'), { code: 'no_warm_worker' });
     await waitUntil('the warm small pods are gone', async () => ((await f.pods(`${POOL_LABEL}=small,assigned=not_assigned`)).length === 0 ? true : undefined), 60_000);
-    const pod = await podOf(live);
-    assert.ok(!pod.metadata.deletionTimestamp, 'the claimed pod of the deleted pool stays');
-    assert.equal(other.lookup(live.hash)?.worker, live.worker, 'every replica still routes its session');
-    const res = await fetch(`http://${live.endpoint.host}:${live.endpoint.port}/healthz`, { signal: AbortSignal.timeout(5000) });
-    assert.equal(res.status, 200, 'its worker still serves');
-    assert.equal(await b.release(live, 'deleted'), true);
-    await waitUntil('its pod is gone', () => podOf(live).then((p) => (p.metadata.deletionTimestamp ? true : undefined), (err: unknown) => (isNotFound(err) ? true : Promise.reject(err))));
+    const pod = (await f.podOf(id)) as Pod;
+    assert.ok(pod && !pod.metadata.deletionTimestamp, 'the claimed pod of the deleted pool stays');
+    assert.equal(b.lookup(hashOf(id))?.worker, pod.metadata.name, 'every replica still routes its session');
+    await chat(c, id, 'after the pool went');
+    const history = (await (await fetch(`${c.base}/sessions/${id}/history`)).json()) as { turns: unknown[] };
+    assert.equal(history.turns.length, 2, 'the same worker, its conversation kept');
+    assert.equal((await fetch(`${c.base}/sessions/${id}`, { method: 'DELETE' })).status, 204);
+    await waitUntil('its pod is gone', async () => ((await f.podOf(id)) ? undefined : true));
     assert.deepEqual(Object.keys(await adminPools()), [POOL_NAME]);
   });
 });

@@ -126,17 +126,17 @@ export async function eventually<T>(
 }
 
 /**
- * A controller's /metrics figure: the sum of the samples of `name` whose labels include every
- * one of `labels` (`a="x",b="y"`, in any order; values without commas); 0 when none.
+ * A controller's /metrics sample `name`, summed over every series whose labels include all of
+ * `labels` (written as there: `result="claimed"`, or `pool="a",result="claimed"`); 0 when none.
  */
 export async function metric(c: Controller, name: string, labels = ''): Promise<number> {
   const text = await (await fetch(`${c.admin}/metrics`)).text();
-  const wanted = labels ? labels.split(',') : [];
+  const wanted = labels ? labels.split(/,(?=[a-z_]+=")/) : [];
   let sum = 0;
   for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)/.exec(line);
-    if (m?.[1] !== name) continue;
-    const have = (m[2] ?? '').split(',');
+    const m = /^([a-z_:]+)(?:\{(.*)\})? (\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = m[2] ? m[2].split(/,(?=[a-z_]+=")/) : [];
     if (wanted.every((w) => have.includes(w))) sum += Number(m[3]);
   }
   return sum;

@@ -238,7 +238,7 @@ describe('admin port', () => {
       for (const name of ['warmpool_pool_pods', 'warmpool_sessions_active', 'warmpool_claims_total', 'warmpool_claim_duration_seconds', 'warmpool_claim_queue_length', 'warmpool_claim_wait_seconds', 'warmpool_pod_startup_seconds', 'warmpool_proxy_requests_total', 'warmpool_proxy_ttfb_seconds', 'warmpool_websockets_active', 'warmpool_sessions_ended_total', 'warmpool_kube_requests_total', 'process_cpu_seconds_total']) {
         assert.match(metrics, new RegExp(`^# TYPE ${name} `, 'm'), name);
       }
-      assert.match(metrics, /^warmpool_claims_total\{result="claimed"\} 1$/m);
+      assert.match(metrics, /^warmpool_claims_total\{pool="chatbot",result="claimed"\} 1$/m);
       assert.match(metrics, /^warmpool_sessions_active 1$/m);
       assert.match(metrics, /^warmpool_proxy_requests_total\{code="200"\} 1$/m);
       assert.ok(!metrics.includes(id), '!metrics.includes(id)');

@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import { createLogger } from '../../controller/src/log.js';
 import { createMetrics } from '../../controller/src/metrics.js';
 import { ClaimQueue } from '../../controller/src/pool/claim-queue.js';
+import { LocalPools } from '../../controller/src/pool/local/pools.js';
 import { LocalPool, type Clock, type Exit, type WorkerProcess } from '../../controller/src/pool/local/index.js';
 import { processLauncher } from '../../controller/src/pool/local/process.js';
 import { systemClock } from '../../controller/src/pool/local/clock.js';
@@ -83,16 +84,18 @@ class FakeWorker implements WorkerProcess {
   }
 }
 
-function fakePool(size: number, behave: (w: FakeWorker) => void = () => undefined) {
+/** Local pools by name and size (one `chatbot` pool of `sizes` workers when a number). */
+function fakePool(sizes: number | Record<string, number>, behave: (w: FakeWorker) => void = () => undefined) {
   const clock = new FakeClock();
   const launched: FakeWorker[] = [];
-  const pool = new LocalPool({
-    name: 'chatbot',
+  const queue = new ClaimQueue({ timeoutMs: 1000, maxPending: 10, retryAfterS: () => 1 });
+  const pools = Object.entries(typeof sizes === 'number' ? { chatbot: sizes } : sizes).map(([name, size]) => new LocalPool({
+    name,
     size,
     command: 'unused',
     env: {},
     host: '127.0.0.1',
-    queue: new ClaimQueue({ timeoutMs: 1000, maxPending: 10, retryAfterS: () => 1 }),
+    queue,
     logger: createLogger('silent'),
     metrics: createMetrics(),
     clock,
@@ -102,8 +105,8 @@ function fakePool(size: number, behave: (w: FakeWorker) => void = () => undefine
       behave(worker);
       return worker;
     },
-  });
-  return { pool, clock, launched };
+  }));
+  return { pool: new LocalPools(pools, queue), clock, launched };
 }
 
 const request = (hash: string) => ({ hash, client: 'c', pools: ['chatbot'] });
@@ -263,3 +266,45 @@ describe('local worker processes', () => {
     assert.equal(await worker.healthy(), false);
   });
 });
+
+describe('several local pools', () => {
+  const inPools = (hash: string, pools: string[]) => ({ hash, client: 'c', pools });
+
+  test('when a claim lists pools, then it takes from the first with a warm worker, and the session carries that pool', async () => {
+    let started = 0;
+    // Replacements never turn warm: what the first two claims take is all there is.
+    const { pool, clock } = fakePool({ big: 1, small: 1 }, (w) => { w.up = ++started <= 2; });
+    await pool.start();
+    await clock.advance(0);
+    assert.equal((await pool.claim(inPools('h1', ['small', 'big']))).pool, 'small');
+    assert.equal((await pool.claim(inPools('h2', ['small', 'big']))).pool, 'big', 'small has none warm now: the next in the list');
+    assert.deepEqual(Object.keys(pool.snapshot().pools).sort(), ['big', 'small']);
+    assert.equal(pool.snapshot().pools.small?.assigned, 1);
+    await pool.stop();
+  });
+
+  test('when no listed pool has a warm worker, then the claim waits and takes whichever turns warm first', async () => {
+    const { pool, clock, launched } = fakePool({ a: 1, b: 1 }, (w) => { w.up = false; });
+    await pool.start();
+    await clock.advance(0);
+    const waiting = pool.claim(inPools('h1', ['a', 'b']));
+    await settle();
+    const b = launched.find((w) => w.name.startsWith('b-worker')) as FakeWorker;
+    b.up = true;
+    await clock.advance(200);
+    const got = await waiting;
+    assert.deepEqual([got.pool, got.worker], ['b', b.name]);
+    await pool.stop();
+  });
+
+  test('when one pool cannot serve and another can, then the backend is ready and /pool names the broken one', async () => {
+    const { pool, clock } = fakePool({ broken: 0, fine: 1 });
+    await pool.start();
+    await clock.advance(0);
+    assert.equal(pool.isReady(), true);
+    assert.match(String(pool.snapshot().pools.broken?.problem), /POOL_SIZE=0/);
+    assert.equal(pool.snapshot().problem, undefined);
+    await pool.stop();
+  });
+});
+

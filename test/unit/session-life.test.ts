@@ -6,7 +6,9 @@ import { createMetrics } from '../../controller/src/metrics.js';
 import { ClaimQueue, claimInOrder } from '../../controller/src/pool/claim-queue.js';
 import type { ClaimRequest, EndReason, GoneListener, PoolBackend, SessionWorker } from '../../controller/src/pool/types.js';
 import { Admission } from '../../controller/src/sessions/admission.js';
+import type { Delivery, Settings } from '../../controller/src/sessions/delivery.js';
 import { Sessions } from '../../controller/src/sessions/index.js';
+import { choosePools } from '../../controller/src/sessions/placement.js';
 import { dueSessions } from '../../controller/src/sessions/reaper.js';
 import { sessionHash } from '../../controller/src/sessions/tokens.js';
 
@@ -62,14 +64,14 @@ class FakeBackend implements PoolBackend {
   async stop() {}
 }
 
-const limits = { maxSessions: 3, maxPerClient: 2, createsPerMinute: 0, idleTimeoutMs: 1000, maxLifetimeMs: 10_000, retryAfterS: 1, heartbeatMs: 100 };
+const limits = { maxSessions: 3, maxPerClient: 2, createsPerMinute: 0, idleTimeoutMs: 1000, maxLifetimeMs: 10_000, retryAfterS: 1, heartbeatMs: 100, defaultPool: undefined, deliveryTimeoutMs: 1000 };
 
-function setup() {
+function setup(deliver: (endpoint: unknown, settings: Settings) => Promise<Delivery> = async () => ({ outcome: 'accepted' })) {
   let t = 1_000_000;
   const clock = { now: () => t, advance: (ms: number) => { t += ms; } };
   const backend = new FakeBackend(clock.now);
   const metrics = createMetrics();
-  const sessions = new Sessions(backend, limits, metrics, createLogger('silent'), clock.now);
+  const sessions = new Sessions(backend, limits, metrics, createLogger('silent'), clock.now, deliver);
   const count = async (name: string, label: string) => {
     const m = (await metrics.registry.getSingleMetric(name)?.get())?.values.find((v) => Object.values(v.labels).includes(label));
     return m?.value ?? 0;
@@ -200,3 +202,51 @@ describe('session life', () => {
     await assert.rejects(sessions.resolve('A'.repeat(22)), (e: Error & { code?: string }) => e.code === 'session_not_found');
   });
 });
+
+describe('pools and settings', () => {
+  const code = (c: string) => (e: Error & { code?: string }) => e.code === c;
+
+  test('when a session names pools, then they are used in its order, each must exist, and a repeat counts once', () => {
+    assert.deepEqual(choosePools(['b', 'a', 'b'], ['a', 'b'], undefined), ['b', 'a']);
+    assert.throws(() => choosePools(['a', 'nope'], ['a', 'b'], undefined), code('pool_not_found'));
+  });
+
+  test('when a session names none, then DEFAULT_POOL, else the only pool, else 400 pool_required', () => {
+    assert.deepEqual(choosePools(undefined, ['a', 'b'], 'b'), ['b']);
+    assert.deepEqual(choosePools([], ['a'], undefined), ['a']);
+    assert.throws(() => choosePools(undefined, ['a', 'b'], undefined), code('pool_required'));
+    assert.throws(() => choosePools(undefined, ['a'], 'gone'), code('pool_not_found'));
+  });
+
+  test('when the worker takes the settings, then it gets exactly them before the session exists, and the claim is confirmed', async () => {
+    const seen: Settings[] = [];
+    const { backend, sessions } = setup(async (_e, settings) => { seen.push(settings); return { outcome: 'accepted' }; });
+    backend.free = 1;
+    await sessions.create('c', { settings: { system: 'be brief' } });
+    assert.deepEqual(seen, [{ system: 'be brief' }]);
+    assert.equal(backend.live.size, 1);
+  });
+
+  test('when the worker refuses the settings, then its claim ends as orphan and the client gets 400 settings_rejected with the worker\'s words', async () => {
+    const { backend, sessions, count } = setup(async () => ({ outcome: 'rejected', message: 'the worker refused the settings: unknown key' }));
+    backend.free = 3;
+    await assert.rejects(sessions.create('c', { settings: { nope: 1 } }), (e: Error & { code?: string }) => e.code === 'settings_rejected' && /unknown key/.test(e.message));
+    assert.deepEqual(backend.released.map(([, r]) => r), ['orphan']);
+    assert.equal(backend.live.size, 0);
+    assert.equal(await count('warmpool_claims_total', 'settings_rejected'), 1);
+  });
+
+  test('when workers fail to take the settings, then each is released and another claimed under a new id, up to three, then 503 worker_failed', async () => {
+    let calls = 0;
+    const { backend, sessions, count } = setup(async () => (++calls < 3 ? { outcome: 'failed', why: 'ECONNREFUSED' } : { outcome: 'accepted' }));
+    backend.free = 6;
+    const { worker } = await sessions.create('c');
+    assert.equal(backend.released.length, 2);
+    assert.equal(new Set([...backend.released.map(([h]) => h), worker.hash]).size, 3, 'every attempt had its own id');
+    assert.equal(await count('warmpool_claims_total', 'delivery_failed'), 2);
+    calls = -10;
+    await assert.rejects(sessions.create('c'), code('worker_failed'));
+    assert.equal(backend.released.length, 5);
+  });
+});
+

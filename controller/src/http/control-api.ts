@@ -4,11 +4,15 @@ import { errors } from '../errors.js';
 import type { SessionWorker } from '../pool/types.js';
 import type { Sessions } from '../sessions/index.js';
 import { rawSessionId } from './router.js';
+import { BODY_ALLOWANCE, bodyError, hasBody, parseSessionRequest, type SessionRequest } from './session-request.js';
 
 export interface ControlApiDeps {
   sessions: Sessions;
-  /** Authorizes, checks limits and claims: the same path an implicit session takes. */
-  createSession: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<{ token: string; worker: SessionWorker }>;
+  maxSettingsBytes: number;
+  /** Throws 401 unless the request carries a valid API token (when auth is on). */
+  authorize: (req: http.IncomingMessage) => void;
+  /** Checks limits, claims and delivers the settings: the same path an implicit session takes. */
+  createSession: (req: http.IncomingMessage, res: http.ServerResponse, request: SessionRequest) => Promise<{ token: string; worker: SessionWorker }>;
   sessionCookie: (token: string) => string;
   fail: (res: http.ServerResponse, err: unknown) => void;
 }
@@ -19,13 +23,21 @@ export function createControlApi(deps: ControlApiDeps): express.Express {
   const api = express();
   api.disable('x-powered-by');
   api.set('etag', false);
-  api.post('/sessions', async (req, res) => {
-    const { token, worker } = await deps.createSession(req, res);
+  const limit = deps.maxSettingsBytes + BODY_ALLOWANCE;
+  const json = express.json({ limit, strict: true, type: ['application/json', 'application/*+json'] });
+  // Who asks is checked before what they send is read.
+  api.post('/sessions', (req, _res, next) => {
+    deps.authorize(req);
+    next();
+  }, json, async (req, res) => {
+    if (req.body === undefined && hasBody(req)) throw errors.unsupportedMediaType();
+    const request = parseSessionRequest(req.body, deps.maxSettingsBytes);
+    const { token, worker } = await deps.createSession(req, res, request);
     res.status(201)
       .setHeader('x-session-id', token)
       .setHeader('set-cookie', deps.sessionCookie(token))
       .setHeader('cache-control', 'no-store')
-      .json({ id: token, createdAt: new Date(worker.createdAt).toISOString(), expiresAt: new Date(sessions.expiresAt(worker)).toISOString() });
+      .json({ id: token, pool: worker.pool, createdAt: new Date(worker.createdAt).toISOString(), expiresAt: new Date(sessions.expiresAt(worker)).toISOString() });
   });
   api.get('/sessions/:id', async (req, res) => {
     res.setHeader('cache-control', 'no-store').json(await sessions.describe(rawSessionId(req.originalUrl)));
@@ -37,6 +49,6 @@ export function createControlApi(deps: ControlApiDeps): express.Express {
   api.all('/sessions', () => { throw errors.methodNotAllowed(); });
   api.all('/sessions/:id', () => { throw errors.methodNotAllowed(); });
   api.use(() => { throw errors.notFound(); });
-  api.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => deps.fail(res, err));
+  api.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => deps.fail(res, bodyError(err, limit) ?? err));
   return api;
 }

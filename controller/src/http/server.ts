@@ -11,6 +11,7 @@ import { createControlApi } from './control-api.js';
 import { createCredentials } from './credentials.js';
 import { sendError, sendSocketError } from './respond.js';
 import { route, type Route } from './router.js';
+import type { SessionRequest } from './session-request.js';
 
 export interface ClientServerDeps {
   config: Config;
@@ -49,12 +50,9 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
   const { config, sessions, forwarder, observer, logger } = deps;
   const credentials = createCredentials(config);
 
-  async function createSession(req: http.IncomingMessage, res: http.ServerResponse): Promise<{ token: string; worker: SessionWorker }> {
+  async function createSession(req: http.IncomingMessage, res: http.ServerResponse, request: SessionRequest): Promise<{ token: string; worker: SessionWorker }> {
     credentials.authorize(req);
-    // A request announcing a body over the limit is refused before it costs a pod (an implicit
-    // session's request would be refused by the forwarder anyway, after the claim).
-    if (Number(req.headers['content-length'] ?? 0) > config.MAX_BODY_BYTES) throw errors.bodyTooLarge(config.MAX_BODY_BYTES);
-    return sessions.create(credentials.clientOf(req), { reqId: req.headers['x-request-id'] as string, signal: clientLeft(res) });
+    return sessions.create(credentials.clientOf(req), { ...request, reqId: req.headers['x-request-id'] as string, signal: clientLeft(res) });
   }
 
   /** The worker's view of the request and the session's bookkeeping for one exchange. */
@@ -79,7 +77,14 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
     return r.kind === 'explicit' ? r.token : credentials.sessionToken(req);
   }
 
-  const app = createControlApi({ sessions, createSession, sessionCookie: credentials.sessionCookie, fail: (res, err) => fail(res, err) });
+  const app = createControlApi({
+    sessions,
+    maxSettingsBytes: config.MAX_SETTINGS_BYTES,
+    authorize: credentials.authorize,
+    createSession,
+    sessionCookie: credentials.sessionCookie,
+    fail: (res, err) => fail(res, err),
+  });
 
   async function forward(req: http.IncomingMessage, res: http.ServerResponse, r: Exclude<Route, { kind: 'control' }>, exchange: Exchange): Promise<void> {
     const token = named(req, r);
@@ -88,7 +93,10 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
       return;
     }
     if (!config.AUTO_SESSION) throw errors.notFound();
-    const created = await createSession(req, res);
+    // A request announcing a body over the limit is refused before it costs a pod (the forwarder
+    // would refuse it anyway, after the claim).
+    if (Number(req.headers['content-length'] ?? 0) > config.MAX_BODY_BYTES) throw errors.bodyTooLarge(config.MAX_BODY_BYTES);
+    const created = await createSession(req, res, {});
     // Set now so that even an error answer tells the client its session, and again on the
     // worker's response so that a cookie the worker sets does not replace ours.
     const headers = { 'set-cookie': credentials.sessionCookie(created.token), 'x-session-id': created.token };

@@ -6,15 +6,21 @@ import { Activity } from './activity.js';
 import { Admission, type AdmissionLimits } from './admission.js';
 import { Directory } from './directory.js';
 import { dueSessions, expiresAt, reapIntervalMs, type Lifetimes } from './reaper.js';
-import { newSessionToken, sessionHash } from './tokens.js';
+import { deliverSettings, type Settings } from './delivery.js';
+import { choosePools, place, type PlacementDeps } from './placement.js';
 
 export interface SessionLimits extends AdmissionLimits, Lifetimes {
   /** How often an exchange in flight refreshes its session's activity for the other replicas. */
   heartbeatMs: number;
+  /** Pool of a session that names none; undefined: the only pool, when there is one. */
+  defaultPool: string | undefined;
+  /** How long a worker has to take a session's settings. */
+  deliveryTimeoutMs: number;
 }
 
 export interface SessionView {
   id: string;
+  pool: string;
   createdAt: string;
   lastActivity: string;
   expiresAt: string;
@@ -23,6 +29,10 @@ export interface SessionView {
 
 export interface CreateOptions {
   reqId?: string;
+  /** Pools in order of preference; none: the default pool. */
+  pools?: readonly string[];
+  /** Delivered to the worker before the client gets its id; never logged, never stored. */
+  settings?: Settings;
   /** Aborted when the client has left: the claim is given up, or released as `abandoned`. */
   signal?: AbortSignal;
 }
@@ -45,6 +55,8 @@ export class Sessions {
     private readonly metrics: Metrics,
     private readonly logger: Logger,
     private readonly now: () => number = Date.now,
+    /** How settings reach a worker (over HTTP; a test may stand in for the worker). */
+    private readonly deliver: typeof deliverSettings = deliverSettings,
   ) {
     this.admission = new Admission(limits, now);
     this.directory = new Directory(backend);
@@ -55,7 +67,7 @@ export class Sessions {
       this.publish();
       if (kind === 'ended') return;
       this.metrics.sessionsEnded.inc({ pool: pool ?? '', reason: 'lost' });
-      this.logger.warn({ session: hash.slice(0, 12), worker, why }, 'session lost');
+      this.logger.warn({ session: hash.slice(0, 12), worker, pool, why }, 'session lost');
     });
   }
 
@@ -72,36 +84,53 @@ export class Sessions {
     for (const timer of this.timers) clearInterval(timer);
   }
 
+  /**
+   * A new session: admitted within the limits, a worker claimed from its pools, its settings
+   * delivered, the claim confirmed to the backend; then, and only then, the client gets the id.
+   */
   async create(client: string, options: CreateOptions = {}): Promise<{ token: string; worker: SessionWorker }> {
-    const token = newSessionToken();
-    const hash = sessionHash(token);
     const started = process.hrtime.bigint();
-    let worker: SessionWorker;
+    let pools: readonly string[] = [];
+    let placed: { token: string; worker: SessionWorker };
     try {
       if (this.closing) throw errors.shuttingDown();
+      pools = choosePools(options.pools, this.backend.pools(), this.limits.defaultPool);
       const done = this.admission.admit(client, this.backend.sessions());
       try {
-        worker = await this.backend.claim({ hash, client, pools: this.backend.pools(), signal: options.signal });
+        placed = await place(this.placement(options.reqId), { client, pools, settings: options.settings ?? {}, signal: options.signal });
       } finally {
         done();
       }
     } catch (err) {
-      this.metrics.claimsTotal.inc({ result: claimResult(err) });
+      this.metrics.claimsTotal.inc({ pool: pools[0] ?? '', result: claimResult(err) });
       throw err;
     }
-    this.activity.started(hash);
+    const { worker } = placed;
+    this.activity.started(worker.hash);
     if (options.signal?.aborted) {
       // The claim landed after its client left: nobody holds the id, so the pod goes back now
       // rather than sitting claimed until the idle timeout.
-      this.metrics.claimsTotal.inc({ result: 'abandoned' });
+      this.metrics.claimsTotal.inc({ pool: worker.pool, result: 'abandoned' });
       await this.finish(worker, 'abandoned', options.reqId).catch((err: Error) => this.cannotEnd(worker, err));
       throw errors.clientClosed();
     }
-    this.metrics.claimsTotal.inc({ result: 'claimed' });
+    this.backend.confirm(worker);
+    this.metrics.claimsTotal.inc({ pool: worker.pool, result: 'claimed' });
     this.metrics.claimDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
     this.publish();
-    this.logger.info({ session: hash.slice(0, 12), worker: worker.worker, reqId: options.reqId }, 'session claimed');
-    return { token, worker };
+    this.logger.info({ session: worker.hash.slice(0, 12), worker: worker.worker, pool: worker.pool, reqId: options.reqId }, 'session claimed');
+    return placed;
+  }
+
+  private placement(reqId: string | undefined): PlacementDeps {
+    return {
+      backend: this.backend,
+      deliver: (s, settings) => this.deliver(s.endpoint, settings, this.limits.deliveryTimeoutMs),
+      end: (s, reason) => this.finish(s, reason, reqId).catch((err: Error) => this.cannotEnd(s, err)),
+      metrics: this.metrics,
+      logger: this.logger,
+      retryAfterS: this.limits.retryAfterS,
+    };
   }
 
   known(token: string): SessionWorker | undefined {
@@ -117,6 +146,7 @@ export class Sessions {
     const last = this.lastActivity(worker);
     return {
       id: token,
+      pool: worker.pool,
       createdAt: new Date(worker.createdAt).toISOString(),
       lastActivity: new Date(last).toISOString(),
       expiresAt: new Date(this.expiresAt(worker)).toISOString(),
@@ -188,7 +218,7 @@ export class Sessions {
       return;
     }
     this.metrics.sessionsEnded.inc({ pool: worker.pool, reason });
-    this.logger.info({ session: worker.hash.slice(0, 12), worker: worker.worker, reason, reqId }, 'session ended');
+    this.logger.info({ session: worker.hash.slice(0, 12), worker: worker.worker, pool: worker.pool, reason, reqId }, 'session ended');
   }
 
   private cannotEnd(s: SessionWorker, err: Error): void {

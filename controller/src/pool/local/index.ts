@@ -1,7 +1,7 @@
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
-import { claimInOrder, type ClaimQueue } from '../claim-queue.js';
-import type { ClaimRequest, EndReason, GoneListener, PoolBackend, PoolCounts, PoolSnapshot, SessionWorker } from '../types.js';
+import type { ClaimQueue } from '../claim-queue.js';
+import type { ClaimRequest, EndReason, GoneListener, PoolCounts, SessionWorker } from '../types.js';
 import { systemClock, type Clock } from './clock.js';
 import { StartFailures } from './failures.js';
 import { processLauncher, type Exit, type Launcher, type WorkerProcess } from './process.js';
@@ -17,6 +17,7 @@ export interface LocalPoolOptions {
   command: string;
   env: Readonly<Record<string, string | undefined>>;
   host: string;
+  /** Woken with this pool's name when one of its workers turns warm. */
   queue: ClaimQueue;
   logger: Logger;
   metrics: Metrics;
@@ -45,8 +46,7 @@ interface LocalWorker {
  * marks it assigned and starts its replacement; a release stops the process; an assigned worker
  * that exits is a lost session.
  */
-export class LocalPool implements PoolBackend {
-  readonly name = 'local';
+export class LocalPool {
   private readonly workers = new Map<string, LocalWorker>();
   private readonly bySession = new Map<string, LocalWorker>();
   private readonly goneListeners: GoneListener[] = [];
@@ -90,24 +90,12 @@ export class LocalPool implements PoolBackend {
     return this.started && !this.stopped && this.failures.problem() === undefined;
   }
 
-  pools(): readonly string[] {
-    return [this.options.name];
+  get poolName(): string {
+    return this.options.name;
   }
-
-  claim(request: ClaimRequest): Promise<SessionWorker> {
-    return claimInOrder(this.options.queue, this.pools(), () => this.take(request), request.signal);
-  }
-
-  /** The process serves only this replica: nothing to record for other replicas. */
-  confirm(): void {}
 
   lookup(hash: string): SessionWorker | undefined {
     return this.bySession.get(hash)?.session;
-  }
-
-  /** This process made every session it has: what it does not know does not exist. */
-  async waitForSession(hash: string): Promise<SessionWorker | undefined> {
-    return this.lookup(hash);
   }
 
   *sessions(): Iterable<SessionWorker> {
@@ -139,10 +127,6 @@ export class LocalPool implements PoolBackend {
     return { ...count, size: this.options.size, ...(problem ? { problem } : {}) };
   }
 
-  snapshot(): PoolSnapshot {
-    const { size: _size, ...counts } = this.counts();
-    return { backend: this.name, ...counts, pendingClaims: this.options.queue.length, pools: { [this.options.name]: this.counts() } };
-  }
 
   onGone(listener: GoneListener): void {
     this.goneListeners.push(listener);
@@ -212,7 +196,7 @@ export class LocalPool implements PoolBackend {
     const backoff = this.failures.backoffMs();
     if (backoff > 0) await this.clock.sleep(backoff, this.stopping.signal);
     if (this.stopped) return;
-    const name = `local-worker-${++this.serial}`;
+    const name = `${this.options.name}-worker-${++this.serial}`;
     const spawnedAt = this.clock.now();
     let proc: WorkerProcess;
     try {
