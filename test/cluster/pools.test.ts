@@ -12,10 +12,11 @@ import { createLogger } from '../../controller/src/log.js';
 import { createMetrics } from '../../controller/src/metrics.js';
 import { ClaimQueue } from '../../controller/src/pool/claim-queue.js';
 import { createKubeApi } from '../../controller/src/pool/kubernetes/client.js';
-import { KubePool, MIN_SIZE } from '../../controller/src/pool/kubernetes/index.js';
+import { KubePool, MIN_SIZE, type KubePoolOptions } from '../../controller/src/pool/kubernetes/index.js';
 import type { SessionWorker } from '../../controller/src/pool/types.js';
 import { chat, type Controller } from '../integration/harness.js';
 import { hashOf, POOL_LABEL, POOL_NAME, poolDeployment, poolFixture, type Pod, type PoolFixture } from './fixture.js';
+import { isNotFound } from './kube.js';
 import { kubeconfigPath } from './paths.js';
 import { waitUntil } from './wait.js';
 
@@ -40,26 +41,30 @@ describe('several pools on the loopback cluster', () => {
     assert.ok(existsSync(kubeconfigPath), `no cluster: ${kubeconfigPath} is missing (npm run cluster:up)`);
     f = await poolFixture('wp-pools');
     c = await f.controller('replica-a');
-    for (const name of ['replica-b', 'replica-c']) {
-      const kc = new KubeConfig();
-      kc.loadFromFile(f.saKubeconfig);
-      const r = new KubePool({
-        api: createKubeApi(kc, { namespace: f.ns, count: () => undefined }),
-        queue: new ClaimQueue({ timeoutMs: 30_000, maxPending: 100, retryAfterS: () => 1 }),
-        logger: createLogger('silent'),
-        metrics: createMetrics(),
-        replica: name,
-        labelKey: 'assigned',
-        minSize: 3,
-        maxSize: 3,
-        workerPort: 8080,
-        activityFlushMs: 500,
-        retryAfterS: 1,
-      });
-      await r.start();
-      replicas.push(r);
-    }
+    for (const name of ['replica-b', 'replica-c']) replicas.push(await replica(name));
   });
+
+  /** A KubePool replica in this process, on the controller's ServiceAccount. */
+  async function replica(name: string, options: Partial<KubePoolOptions> = {}): Promise<KubePool> {
+    const kc = new KubeConfig();
+    kc.loadFromFile(f.saKubeconfig);
+    const r = new KubePool({
+      api: createKubeApi(kc, { namespace: f.ns, count: () => undefined }),
+      queue: new ClaimQueue({ timeoutMs: 30_000, maxPending: 100, retryAfterS: () => 1 }),
+      logger: createLogger('silent'),
+      metrics: createMetrics(),
+      replica: name,
+      labelKey: 'assigned',
+      minSize: 3,
+      maxSize: 3,
+      workerPort: 8080,
+      activityFlushMs: 500,
+      retryAfterS: 1,
+      ...options,
+    });
+    await r.start();
+    return r;
+  }
   after(async () => {
     await Promise.all(replicas.map((r) => r.stop()));
     await f.teardown();
@@ -119,5 +124,28 @@ describe('several pools on the loopback cluster', () => {
     assert.equal((await fetch(`${c.base}/sessions/${id}`, { method: 'DELETE' })).status, 204);
     await waitUntil('its pod is gone', async () => ((await f.podOf(id)) ? undefined : true));
     assert.deepEqual(Object.keys(await adminPools()), [POOL_NAME]);
+  });
+
+  test('when a replica stops for good between a claim and its confirmation, then another replica ends that claim as an orphan after the bound, and leaves confirmed ones alone', async () => {
+    const doomed = await replica('replica-doomed');
+    const sweeper = await replica('replica-sweeper', { undeliveredMs: 3000, orphanSweepMs: 250 });
+    try {
+      await waitUntil('2 warm chatbot pods', () => f.warmReady(2), 60_000);
+      const unconfirmed = await claim(doomed, POOL_NAME);
+      const confirmed = await claim(doomed, POOL_NAME);
+      doomed.confirm(confirmed);
+      // What SIGKILL leaves: no release, no flush, no more writes from this replica.
+      await doomed.stop();
+      await waitUntil('the unconfirmed claim is ended', () => podOf(unconfirmed).then(
+        (p) => (p.metadata.deletionTimestamp ? true : undefined),
+        (err: unknown) => (isNotFound(err) ? true : Promise.reject(err)),
+      ), 30_000);
+      const kept = await podOf(confirmed);
+      assert.ok(!kept.metadata.deletionTimestamp, 'the confirmed claim stays');
+      assert.equal(sweeper.lookup(confirmed.hash)?.worker, confirmed.worker);
+      await sweeper.release(sweeper.lookup(confirmed.hash) as SessionWorker, 'deleted');
+    } finally {
+      await sweeper.stop();
+    }
   });
 });
