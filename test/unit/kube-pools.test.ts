@@ -85,6 +85,22 @@ describe('kubernetes pools from Deployments', () => {
     await pool.stop();
   });
 
+  test('when something else keeps setting a pool Deployment\'s replicas back, then the writes space out instead of looping', async () => {
+    const api = new FakeApi();
+    const { pool } = await poolWith(api);
+    await until('scaled to 3', () => api.scaled === 3);
+    // Another writer that undoes every write of ours at once (a replica with another default).
+    const write = api.scaleDeployment.bind(api);
+    api.scaleDeployment = async (name, replicas) => {
+      await write(name, replicas);
+      api.putDeployment({ ...(api.deployments.get(name) as DeploymentInfo), replicas: 7 });
+    };
+    api.putDeployment({ ...(api.deployments.get('chatbot-worker') as DeploymentInfo), replicas: 7 });
+    await sleep(1600);
+    await pool.stop();
+    assert.ok(api.scales.length >= 2 && api.scales.length <= 5, `${api.scales.length} writes in 1.6 s`);
+  });
+
   test('when no pool Deployment exists, then the backend is not ready and says why, and turns ready once one is applied', async () => {
     const api = new FakeApi();
     api.deployments.clear();

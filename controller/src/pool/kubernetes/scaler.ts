@@ -3,19 +3,26 @@
  * shows a Deployment whose replicas differ from the target (at start, after a settings change,
  * or because someone else scaled it), the target is written through the scale subresource. A
  * failed write is retried, backing off, against the latest view. Every replica does this; the
- * writes agree, so it needs no leader.
+ * writes agree, so it needs no leader. When they do not (replicas with different defaults, in
+ * the middle of a rollout that changes POOL_SIZE, or another tool scaling the Deployment), each
+ * write undone at once makes the next one wait twice as long, so a fight costs a few writes a
+ * minute, not a loop.
  */
 import type { Logger } from '../../log.js';
 import { statusOf, type KubeApi } from './api.js';
 
 const RETRY_MS = 500;
 const MAX_RETRY_MS = 5_000;
+/** The shortest gap between two writes to one Deployment, and the longest it grows to. */
+const MIN_GAP_MS = 500;
+const MAX_GAP_MS = 30_000;
 
 export interface ScalerOptions {
   api: KubeApi;
   logger: Logger;
   /** Whether a write got an answer from the API server (any answer). */
   reachable: (answered: boolean) => void;
+  now?: () => number;
 }
 
 interface Wanted {
@@ -27,9 +34,14 @@ export class Scaler {
   private readonly wanted = new Map<string, Wanted>();
   private readonly writing = new Set<string>();
   private readonly retries = new Map<string, NodeJS.Timeout>();
+  /** Each Deployment's last write and the gap the next one keeps from it. */
+  private readonly written = new Map<string, { at: number; gapMs: number }>();
+  private readonly now: () => number;
   private stopped = false;
 
-  constructor(private readonly o: ScalerOptions) {}
+  constructor(private readonly o: ScalerOptions) {
+    this.now = o.now ?? Date.now;
+  }
 
   /** The Deployment's replicas as the watch shows them, and its pool's target. */
   observe(deployment: string, replicas: number, target: number): void {
@@ -40,6 +52,7 @@ export class Scaler {
   /** The Deployment is no pool any more: leave its replicas alone. */
   forget(deployment: string): void {
     this.wanted.delete(deployment);
+    this.written.delete(deployment);
     clearTimeout(this.retries.get(deployment));
     this.retries.delete(deployment);
   }
@@ -53,6 +66,11 @@ export class Scaler {
   private async converge(deployment: string, retryMs: number): Promise<void> {
     const want = this.wanted.get(deployment);
     if (this.stopped || !want || want.replicas === want.target || this.writing.has(deployment) || this.retries.has(deployment)) return;
+    const wait = this.untilNextWrite(deployment);
+    if (wait > 0) {
+      this.later(deployment, wait, () => void this.converge(deployment, retryMs));
+      return;
+    }
     this.writing.add(deployment);
     const { replicas, target } = want;
     let next: number | undefined;
@@ -74,14 +92,26 @@ export class Scaler {
     } finally {
       this.writing.delete(deployment);
     }
-    if (next === undefined) {
-      void this.converge(deployment, RETRY_MS);
-      return;
-    }
+    if (next === undefined) void this.converge(deployment, RETRY_MS);
+    else this.later(deployment, next, () => void this.converge(deployment, Math.min(retryMs * 2, MAX_RETRY_MS)));
+  }
+
+  /** How long the next write to `deployment` must wait; at 0 the write about to go is recorded. */
+  private untilNextWrite(deployment: string): number {
+    const last = this.written.get(deployment);
+    const now = this.now();
+    if (last && now < last.at + last.gapMs) return last.at + last.gapMs - now;
+    // A write soon after the previous one means that one was undone: double the gap.
+    const gapMs = last && now < last.at + 2 * last.gapMs ? Math.min(2 * last.gapMs, MAX_GAP_MS) : MIN_GAP_MS;
+    this.written.set(deployment, { at: now, gapMs });
+    return 0;
+  }
+
+  private later(deployment: string, ms: number, run: () => void): void {
     const timer = setTimeout(() => {
       this.retries.delete(deployment);
-      void this.converge(deployment, Math.min(retryMs * 2, MAX_RETRY_MS));
-    }, next);
+      run();
+    }, ms);
     timer.unref();
     this.retries.set(deployment, timer);
   }
