@@ -177,6 +177,8 @@ export interface ControlPlaneOptions {
   serviceCidr: string;
   /** Further kube-apiserver flags. */
   apiserverArgs: string[];
+  /** Further kube-controller-manager flags. */
+  controllerManagerArgs?: string[];
 }
 
 /**
@@ -232,6 +234,7 @@ export async function startControlPlane(tier: Tier, bin: string, opts: ControlPl
     `--service-account-private-key-file=${p('sa.key')}`, `--root-ca-file=${p('ca.crt')}`,
     `--cluster-signing-cert-file=${p('ca.crt')}`, `--cluster-signing-key-file=${p('ca.key')}`,
     '--use-service-account-credentials=true', '--controllers=*', '--leader-elect=false',
+    ...(opts.controllerManagerArgs ?? []),
   ]);
 
   const schedKubeconfig = join(tier.dir, 'scheduler.kubeconfig');
