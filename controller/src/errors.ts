@@ -21,6 +21,8 @@ export class WarmpoolError extends Error {
 
 export const errors = {
   sessionNotFound: () => new WarmpoolError('session_not_found', 404, 'no such session'),
+  sessionRequired: () =>
+    new WarmpoolError('session_not_found', 404, 'a WebSocket needs a session: create one with POST /sessions and name it in the path, X-Session-Id or the cookie'),
   sessionEnded: () => new WarmpoolError('session_ended', 410, 'this session has ended'),
   sessionLost: () => new WarmpoolError('session_lost', 410, 'the worker of this session is gone'),
   noWarmWorker: (retryAfterS: number) =>

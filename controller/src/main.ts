@@ -9,15 +9,15 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createAdminServer } from './admin-server.js';
 import { chooseBackend } from './backend-choice.js';
-import { createClientServer } from './client-server.js';
 import { ConfigError, parseConfig, type Config } from './config.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { ClaimQueue } from './pool/claim-queue.js';
 import { LocalPool } from './pool/local.js';
 import type { PoolBackend } from './pool/types.js';
-import { createProxy } from './proxy.js';
-import { Sessions } from './sessions.js';
+import { createForwarder, createObserver } from './forward/index.js';
+import { createClientServer } from './http/server.js';
+import { Sessions } from './sessions/index.js';
 
 let config: Config;
 try {
@@ -28,7 +28,8 @@ try {
   process.exit(1);
 }
 
-const logger = createLogger(config.LOG_LEVEL);
+// A person at a terminal reads pretty lines; anything piped or collected gets JSON.
+const logger = createLogger(config.LOG_LEVEL, { pretty: process.stdout.isTTY === true });
 const metrics = createMetrics();
 const replica = process.env.POD_NAME || `${os.hostname()}-${process.pid}`;
 
@@ -98,10 +99,11 @@ const sessions = new Sessions(backend, {
   createsPerMinute: config.SESSION_CREATE_RATE,
   idleTimeoutMs: config.SESSION_IDLE_TIMEOUT_S * 1000,
   maxLifetimeMs: config.SESSION_MAX_LIFETIME_S * 1000,
+  // Twice per flush interval, so the activity a backend writes is never more than one interval old.
+  heartbeatMs: (config.ACTIVITY_FLUSH_S * 1000) / 2,
   retryAfterS,
 }, metrics, logger);
-const proxy = createProxy({
-  sessionCookie: config.SESSION_COOKIE,
+const forwarder = createForwarder({
   trustProxy: config.TRUST_PROXY,
   upstreamTimeoutMs: config.UPSTREAM_TIMEOUT_S * 1000,
   maxBodyBytes: config.MAX_BODY_BYTES,
@@ -110,7 +112,7 @@ const proxy = createProxy({
 });
 
 let accepting = true;
-const client = createClientServer({ config, sessions, proxy, metrics, logger });
+const client = createClientServer({ config, sessions, forwarder, observer: createObserver(metrics, logger), logger });
 const admin = createAdminServer({ config, backend, metrics, replica, accepting: () => accepting });
 
 function listen(server: http.Server, port: number): Promise<number> {
@@ -120,8 +122,6 @@ function listen(server: http.Server, port: number): Promise<number> {
   });
 }
 
-const reapEveryMs = Math.max(50, Math.min(5000, (config.SESSION_IDLE_TIMEOUT_S * 1000) / 4, (config.SESSION_MAX_LIFETIME_S * 1000) / 4));
-const reaper = setInterval(() => void sessions.reap(), reapEveryMs);
 
 // Ports open before the pool is in sync: until then /readyz says no and claims get 503, which
 // is better than a replica that looks dead while the API server is slow.
@@ -133,32 +133,41 @@ try {
   process.exit(1);
 }
 await backend.start();
+sessions.start();
 
 /**
  * Shutdown: stop taking work (readiness turns false, no new connections or sessions), give
- * in-flight exchanges up to SHUTDOWN_TIMEOUT_S, then cut what is left, stop the pool's own
- * processes and exit. Sessions survive a replica's shutdown on the kubernetes backend because
- * they live in pod labels; the local backend's workers are this process's children and go.
+ * in-flight exchanges up to SHUTDOWN_TIMEOUT_S, then end streamed replies cleanly, cut what is
+ * left, stop the pool's own processes and exit. Sessions survive a replica's shutdown on the
+ * kubernetes backend because they live in pod labels; the local backend's workers are this
+ * process's and go. A second signal means "now": the process exits at once.
  */
 let stopping = false;
 async function shutdown(signal: string): Promise<void> {
-  if (stopping) return;
+  if (stopping) {
+    logger.warn({ signal }, 'second signal: exiting now');
+    process.exit(1);
+  }
   stopping = true;
   accepting = false;
   sessions.close();
-  clearInterval(reaper);
   logger.info({ signal }, 'shutting down');
   const drained = new Promise<void>((resolve) => client.close(() => resolve()));
   // A keep-alive connection turns idle when its last exchange ends: close it then, not at the deadline.
   const sweeper = setInterval(() => client.closeIdleConnections(), 100);
-  const timer = setTimeout(() => {
+  const timer = setTimeout(async () => {
+    const connections = await new Promise<number>((resolve) => client.getConnections((_err, n) => resolve(n)));
+    const websockets = forwarder.openWebSockets();
+    const streams = await forwarder.endStreams();
+    logger.warn({ connections, streamsEnded: streams.ended, exchangesCut: streams.others, websocketsCut: websockets },
+      `shutdown deadline (SHUTDOWN_TIMEOUT_S=${config.SHUTDOWN_TIMEOUT_S}) passed: ending what is still open`);
     client.closeAllConnections();
-    proxy.close();
+    forwarder.close();
   }, config.SHUTDOWN_TIMEOUT_S * 1000);
   await drained;
   clearTimeout(timer);
   clearInterval(sweeper);
-  proxy.close();
+  forwarder.close();
   await backend.stop();
   admin.close();
   admin.closeAllConnections();

@@ -1,6 +1,28 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /**
+ * Every value `warmpool_claims_total{result}` takes: `claimed`, an internal retry (`conflict`:
+ * another replica took the candidate), a claim whose client left (`client_closed` while it
+ * waited, `abandoned` once it had landed), or the error code the client got. Anything else is
+ * counted as `error`, so the label stays bounded whatever a backend throws.
+ */
+export const CLAIM_RESULTS = [
+  'claimed', 'conflict', 'client_closed', 'abandoned', 'no_warm_worker', 'claim_queue_full', 'at_capacity',
+  'client_session_limit', 'rate_limited', 'backend_unavailable', 'shutting_down', 'error',
+] as const;
+
+/** Every value `warmpool_sessions_ended_total{reason}` takes (EndReason, and `lost` for a worker that died). */
+export const END_REASONS = ['deleted', 'idle', 'lifetime', 'abandoned', 'orphan', 'lost'] as const;
+
+export type ClaimResult = (typeof CLAIM_RESULTS)[number];
+
+/** The claims_total label for what a claim ended with: its error's code when that is a known result. */
+export function claimResult(err: unknown): ClaimResult {
+  const code = (err as { code?: unknown } | null)?.code;
+  return (CLAIM_RESULTS as readonly unknown[]).includes(code) ? code as ClaimResult : 'error';
+}
+
+/**
  * All metrics of DESIGN section 8 on a registry of our own. Labels are bounded: states,
  * results, status codes, reasons, verbs; never a session or a pod.
  */
@@ -18,9 +40,10 @@ export function createMetrics() {
     claimQueueLength: new Gauge({ name: 'warmpool_claim_queue_length', help: 'Session requests waiting for a warm worker.', registers }),
     claimWait: new Histogram({ name: 'warmpool_claim_wait_seconds', help: 'Time spent waiting in the claim queue.', buckets: latency, registers }),
     podStartup: new Histogram({ name: 'warmpool_pod_startup_seconds', help: 'Time from a worker\'s creation to Ready.', buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300], registers }),
-    proxyRequests: new Counter({ name: 'warmpool_proxy_requests_total', help: 'Proxied requests by response status.', labelNames: ['code'], registers }),
+    proxyRequests: new Counter({ name: 'warmpool_proxy_requests_total', help: 'Requests answered on the client port (proxied and the session API) by status.', labelNames: ['code'], registers }),
     proxyTtfb: new Histogram({ name: 'warmpool_proxy_ttfb_seconds', help: 'Time to the worker\'s response headers.', buckets: latency, registers }),
     websocketsActive: new Gauge({ name: 'warmpool_websockets_active', help: 'Proxied WebSocket connections open now.', registers }),
+    websocketsRefused: new Counter({ name: 'warmpool_websockets_refused_total', help: 'WebSocket upgrades answered with something other than 101, by status.', labelNames: ['code'], registers }),
     sessionsEnded: new Counter({ name: 'warmpool_sessions_ended_total', help: 'Ended sessions by reason.', labelNames: ['reason'], registers }),
     kubeRequests: new Counter({ name: 'warmpool_kube_requests_total', help: 'Kubernetes API requests by verb and status code.', labelNames: ['verb', 'code'], registers }),
   };

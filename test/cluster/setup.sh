@@ -13,7 +13,10 @@ if ! command -v etcd >/dev/null 2>&1; then
   echo "setup: installing etcd-server (Debian)" >&2
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends etcd-server >/dev/null || {
+    echo "setup: the cluster tier needs etcd: apt-get install etcd-server (Debian/Ubuntu), or run the fast tiers alone: npm run test:unit && npm run test:integration" >&2
+    exit 1
+  }
 fi
 
 print_bin_dir() { if [ "${1:-}" = --print-bin-dir ]; then echo "$K8S_BIN_DIR"; fi; }
@@ -26,7 +29,11 @@ if [ "$missing" = 0 ]; then
 fi
 
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then PATH="/usr/local/go/bin:$PATH"; fi
-command -v go >/dev/null 2>&1 || { echo "setup: go not found (looked on PATH and in /usr/local/go/bin)" >&2; exit 1; }
+if ! command -v go >/dev/null 2>&1; then
+  echo "setup: the cluster tier builds Kubernetes from source and needs Go >= 1.24 (not found on PATH or in /usr/local/go/bin)." >&2
+  echo "setup: install Go (https://go.dev/dl), or run the fast tiers alone: npm run test:unit && npm run test:integration" >&2
+  exit 1
+fi
 echo "setup: building Kubernetes $K8S_VERSION binaries into $K8S_BIN_DIR (cold: tens of minutes)" >&2
 start=$(date +%s)
 tmp="$K8S_BIN_DIR.tmp.$$"

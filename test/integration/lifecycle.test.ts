@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { alive, chat, childPids, createSession, eventually, pool, startController, waitWarm, workerPid, type Controller } from './harness.js';
+import { alive, chat, childPids, createSession, eventually, parseLine, pool, startController, waitWarm, workerPid, type Controller } from './harness.js';
 
 async function statusOf(c: Controller, id: string): Promise<{ status: number; error?: string }> {
   const res = await fetch(`${c.base}/sessions/${id}/history`);
@@ -80,6 +80,21 @@ describe('how sessions end', () => {
   });
 });
 
+/** A controller with one slow reply streaming to a client, its first token read. */
+async function midStream(shutdownTimeoutS: string): Promise<{ c: Controller; reader: ReadableStreamDefaultReader<Uint8Array> }> {
+  const c = await startController({ TOKEN_DELAY_MS: '400', SHUTDOWN_TIMEOUT_S: shutdownTimeoutS, POOL_SIZE: '1' });
+  await waitWarm(c, 1);
+  const id = await createSession(c);
+  const res = await fetch(`${c.base}/sessions/${id}/chat`, {
+    method: 'POST',
+    headers: { accept: 'text/event-stream' },
+    body: JSON.stringify({ message: 'a long answer about pools and labels and workers' }),
+  });
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  await reader.read();
+  return { c, reader };
+}
+
 describe('shutdown', () => {
   test('when SIGTERM arrives during a stream, then the stream finishes, new requests are refused and no worker is left', async () => {
     const c = await startController({ TOKEN_DELAY_MS: '60' });
@@ -106,4 +121,26 @@ describe('shutdown', () => {
     assert.equal(await exited, 0);
     for (const pid of workers) await stopped(pid);
   });
+
+  test('when a stream outlives the shutdown deadline, then it ends cleanly for its client and the log counts what was cut', async () => {
+    const { c, reader } = await midStream('1');
+    process.kill(c.proc.pid as number, 'SIGTERM');
+    // A stream cut at the network level rejects this read loop ("terminated"); a clean end finishes it.
+    for (;;) if ((await reader.read()).done) break;
+    assert.equal(await c.exited, 0);
+    const deadline = c.output.map(parseLine).find((l) => l?.msg?.toString().startsWith('shutdown deadline'));
+    assert.equal(deadline?.streamsEnded, 1);
+    assert.equal(deadline?.exchangesCut, 0);
+  });
+
+  test('when a second signal arrives during the drain, then the controller exits at once', async () => {
+    const { c } = await midStream('60');
+    process.kill(c.proc.pid as number, 'SIGTERM');
+    await eventually('the drain to start', () => c.output.some((l) => l.includes('shutting down')) || undefined);
+    process.kill(c.proc.pid as number, 'SIGINT');
+    const code = await Promise.race([c.exited, new Promise((resolve) => setTimeout(() => resolve('still running after 5 s'), 5000))]);
+    assert.equal(code, 1);
+    assert.ok(c.output.some((l) => l.includes('second signal')));
+  });
 });
+

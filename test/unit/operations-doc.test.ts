@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { CONFIG_KEYS, parseConfig } from '../../controller/src/config.js';
-import { createMetrics } from '../../controller/src/metrics.js';
+import { CLAIM_RESULTS, createMetrics, END_REASONS } from '../../controller/src/metrics.js';
 
 const read = (p: string) => readFileSync(new URL(`../../${p}`, import.meta.url), 'utf8');
 const doc = read('docs/operations.md');
@@ -76,5 +76,14 @@ describe('operations documentation', () => {
     const named = [...(doc + deploySection).matchAll(/(?<![\w./-])(deployment|deploy|svc)\/([a-z0-9-]+)/g)].map(([, k, n]) => `${kinds[k as string]}/${n}`);
     assert.ok(named.length >= 5, 'the commands are found');
     assert.deepEqual(named.filter((n) => !defined.has(n)), []);
+  });
+});
+
+describe('metric label values', () => {
+  const labelRows = (table: string) => new Set([...read('docs/operations.md').split(`| ${table} | meaning |`)[1]?.split('\n\n')[0]?.matchAll(/^\| `([a-z_]+)` \|/gm) ?? []].map((m) => m[1]));
+
+  test('when the code can count a claim result or an end reason, then docs/operations.md explains it, and explains nothing else', () => {
+    assert.deepEqual([...labelRows('result')].sort(), [...CLAIM_RESULTS].sort());
+    assert.deepEqual([...labelRows('reason')].sort(), [...END_REASONS].sort());
   });
 });

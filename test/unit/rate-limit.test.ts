@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { RateLimiter } from '../../controller/src/rate-limit.js';
+import { RateLimiter } from '../../controller/src/sessions/rate-limit.js';
 
 /** A limiter on a clock the test moves by hand. */
 function limiter(perMinute: number, maxKeys?: number) {

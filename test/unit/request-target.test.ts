@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { clientErrorOf, errors, WarmpoolError } from '../../controller/src/errors.js';
-import { checkRequestTarget, hasDotSegment } from '../../controller/src/request-target.js';
+import { checkRequestTarget, hasDotSegment } from '../../controller/src/http/request-target.js';
 
 function refusal(url: string): string | undefined {
   try {

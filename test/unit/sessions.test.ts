@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { chooseBackend } from '../../controller/src/backend-choice.js';
-import { expiresAt, reapReason } from '../../controller/src/sessions.js';
+import { expiresAt, reapReason } from '../../controller/src/sessions/reaper.js';
 
 const limits = { idleTimeoutMs: 1000, maxLifetimeMs: 10_000 };
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { isWellFormedToken, newSessionToken, sessionHash, tokenMatcher } from '../../controller/src/tokens.js';
+import { tokenMatcher } from '../../controller/src/http/credentials.js';
+import { isWellFormedToken, newSessionToken, sessionHash } from '../../controller/src/sessions/tokens.js';
 
 describe('session tokens', () => {
   test('when a token is made, then it is 128 bits in base64url and every one differs', () => {

@@ -1,4 +1,4 @@
-import { errors } from './errors.js';
+import { errors } from '../errors.js';
 
 /**
  * Whether a path holds a dot-segment in any spelling: `.` or `..` written plainly or

@@ -1,0 +1,201 @@
+import { errors } from '../errors.js';
+import type { Logger } from '../log.js';
+import { claimResult, type Metrics } from '../metrics.js';
+import type { EndReason, PoolBackend, SessionWorker } from '../pool/types.js';
+import { Activity } from './activity.js';
+import { Admission, type AdmissionLimits } from './admission.js';
+import { Directory } from './directory.js';
+import { dueSessions, expiresAt, reapIntervalMs, type Lifetimes } from './reaper.js';
+import { newSessionToken, sessionHash } from './tokens.js';
+
+export interface SessionLimits extends AdmissionLimits, Lifetimes {
+  /** How often an exchange in flight refreshes its session's activity for the other replicas. */
+  heartbeatMs: number;
+}
+
+export interface SessionView {
+  id: string;
+  createdAt: string;
+  lastActivity: string;
+  expiresAt: string;
+  state: 'active';
+}
+
+export interface CreateOptions {
+  reqId?: string;
+  /** Aborted when the client has left: the claim is given up, or released as `abandoned`. */
+  signal?: AbortSignal;
+}
+
+/**
+ * The one owner of a session's life on this replica: admission, the claim, routing lookups,
+ * activity, and every end (by request, idleness, lifetime, an abandoned claim). It holds no state
+ * a restart would need: the backend is the source of truth for which sessions exist.
+ */
+export class Sessions {
+  private readonly admission: Admission;
+  private readonly directory: Directory;
+  private readonly activity: Activity;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private closing = false;
+
+  constructor(
+    private readonly backend: PoolBackend,
+    private readonly limits: SessionLimits,
+    private readonly metrics: Metrics,
+    private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.admission = new Admission(limits, now);
+    this.directory = new Directory(backend);
+    this.activity = new Activity(backend, now);
+    backend.onGone((hash, worker, kind, why) => {
+      this.activity.forget(hash);
+      this.directory.bury(hash, kind === 'ended' ? 'session_ended' : 'session_lost');
+      this.publish();
+      if (kind === 'ended') return;
+      this.metrics.sessionsEnded.inc({ reason: 'lost' });
+      this.logger.warn({ session: hash.slice(0, 12), worker, why }, 'session lost');
+    });
+  }
+
+  /** Starts the reaper and the activity heartbeat. */
+  start(): void {
+    const every = (ms: number, run: () => void) => this.timers.push(setInterval(run, ms));
+    every(reapIntervalMs(this.limits), () => void this.reap());
+    every(this.limits.heartbeatMs, () => this.activity.heartbeat());
+  }
+
+  /** Stops taking new sessions and ending old ones (shutdown); existing ones keep routing. */
+  close(): void {
+    this.closing = true;
+    for (const timer of this.timers) clearInterval(timer);
+  }
+
+  async create(client: string, options: CreateOptions = {}): Promise<{ token: string; worker: SessionWorker }> {
+    const token = newSessionToken();
+    const hash = sessionHash(token);
+    const started = process.hrtime.bigint();
+    let worker: SessionWorker;
+    try {
+      if (this.closing) throw errors.shuttingDown();
+      const done = this.admission.admit(client, this.backend.sessions());
+      try {
+        worker = await this.backend.claim({ hash, client, signal: options.signal });
+      } finally {
+        done();
+      }
+    } catch (err) {
+      this.metrics.claimsTotal.inc({ result: claimResult(err) });
+      throw err;
+    }
+    this.activity.started(hash);
+    if (options.signal?.aborted) {
+      // The claim landed after its client left: nobody holds the id, so the pod goes back now
+      // rather than sitting claimed until the idle timeout.
+      this.metrics.claimsTotal.inc({ result: 'abandoned' });
+      await this.finish(worker, 'abandoned', options.reqId).catch((err: Error) => this.cannotEnd(worker, err));
+      throw errors.clientClosed();
+    }
+    this.metrics.claimsTotal.inc({ result: 'claimed' });
+    this.metrics.claimDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    this.publish();
+    this.logger.info({ session: hash.slice(0, 12), worker: worker.worker, reqId: options.reqId }, 'session claimed');
+    return { token, worker };
+  }
+
+  known(token: string): SessionWorker | undefined {
+    return this.directory.known(token);
+  }
+
+  resolve(token: string): Promise<SessionWorker> {
+    return this.directory.resolve(token);
+  }
+
+  async describe(token: string): Promise<SessionView> {
+    const worker = await this.resolve(token);
+    const last = this.lastActivity(worker);
+    return {
+      id: token,
+      createdAt: new Date(worker.createdAt).toISOString(),
+      lastActivity: new Date(last).toISOString(),
+      expiresAt: new Date(this.expiresAt(worker)).toISOString(),
+      state: 'active',
+    };
+  }
+
+  /** When the session ends if it sees no more traffic (its idle end, or its lifetime end if sooner). */
+  expiresAt(worker: SessionWorker): number {
+    return expiresAt({ createdAt: worker.createdAt, lastActivity: this.lastActivity(worker) }, this.limits);
+  }
+
+  async end(token: string, reqId?: string): Promise<void> {
+    const worker = await this.resolve(token);
+    await this.finish(worker, 'deleted', reqId);
+  }
+
+  begin(hash: string): () => void {
+    return this.activity.begin(hash);
+  }
+
+  /**
+   * After a transport error: if the backend no longer knows the session, its worker died under
+   * the request and the client is told 410 session_lost instead of a bare 502.
+   */
+  isGone(hash: string): boolean {
+    return this.directory.isGone(hash);
+  }
+
+  /** Ends every session past its idle timeout or lifetime. */
+  async reap(): Promise<void> {
+    const due = dueSessions({
+      sessions: this.backend.sessions(),
+      lastActivity: (s) => this.lastActivity(s),
+      busy: (hash) => this.activity.busy(hash),
+      now: this.now(),
+      limits: this.limits,
+    });
+    await Promise.all(due.map(([s, reason]) => this.finish(s, reason).catch((err: Error) => this.cannotEnd(s, err))));
+  }
+
+  /** Sessions with a live worker, as the backend reports them. */
+  count(): number {
+    return [...this.backend.sessions()].length;
+  }
+
+  private lastActivity(s: SessionWorker): number {
+    return Math.max(s.lastActivity, this.activity.last(s.hash));
+  }
+
+  /**
+   * The tombstone goes first, so a request racing the release already answers 410; it is taken
+   * back when the backend did not end the session after all.
+   */
+  private async finish(worker: SessionWorker, reason: EndReason, reqId?: string): Promise<void> {
+    const activity = this.activity.forget(worker.hash);
+    this.directory.bury(worker.hash, 'session_ended');
+    let ended: boolean;
+    try {
+      ended = await this.backend.release(worker, reason);
+    } finally {
+      this.publish();
+    }
+    if (!ended) {
+      if (this.backend.lookup(worker.hash)) {
+        this.directory.exhume(worker.hash);
+        this.activity.restore(worker.hash, activity);
+      }
+      return;
+    }
+    this.metrics.sessionsEnded.inc({ reason });
+    this.logger.info({ session: worker.hash.slice(0, 12), worker: worker.worker, reason, reqId }, 'session ended');
+  }
+
+  private cannotEnd(s: SessionWorker, err: Error): void {
+    this.logger.error({ session: s.hash.slice(0, 12), err: err.message }, 'cannot end session');
+  }
+
+  private publish(): void {
+    this.metrics.sessionsActive.set(this.count());
+  }
+}
