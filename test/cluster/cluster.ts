@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:f
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { alive } from '../integration/harness.js';
-import { ensureBinaries, type Identity, log, signal, startControlPlane, Tier, waitUsable } from './controlplane.js';
+import { ensureBinaries, type Identity, log, signal, startControlPlane, Tier, waitUsable, tierCommand } from './controlplane.js';
 import { markedPids } from './procs.js';
 import { createdMountPointsFile, removeMountPoint } from './volumes.js';
 import { clusterDir, clusterHarnessDir as here, kubeconfigPath, kubectlPath, logDir as logs } from './paths.js';
@@ -122,19 +122,4 @@ async function down(): Promise<void> {
   log('down');
 }
 
-const cmd = process.argv[2];
-if (cmd === 'up') {
-  up().catch(async (err: unknown) => {
-    log(`up failed: ${err instanceof Error ? err.message : String(err)}; stopping what was started (logs stay in ${logs})`);
-    process.exitCode = 1;
-    await down().catch((e: unknown) => log(String(e)));
-  });
-} else if (cmd === 'down') {
-  down().catch((err: unknown) => {
-    log(`down failed: ${err instanceof Error ? err.message : String(err)}`);
-    process.exitCode = 1;
-  });
-} else {
-  console.error('usage: cluster.ts up|down');
-  process.exitCode = 2;
-}
+tierCommand('cluster.ts', logs, up, down);

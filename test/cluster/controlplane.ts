@@ -269,3 +269,26 @@ export async function waitUsable(tier: Tier, admin: Kube, count: number): Promis
     return ready.length === count ? true : undefined;
   });
 }
+
+/**
+ * The `up|down` command line of a tier script: a failed `up` takes down what it started (the
+ * logs stay), a failed `down` exits 1.
+ */
+export function tierCommand(script: string, logs: string, up: () => Promise<void>, down: () => Promise<void>): void {
+  const cmd = process.argv[2];
+  if (cmd === 'up') {
+    up().catch(async (err: unknown) => {
+      log(`up failed: ${err instanceof Error ? err.message : String(err)}; stopping what was started (logs stay in ${logs})`);
+      process.exitCode = 1;
+      await down().catch((e: unknown) => log(String(e)));
+    });
+  } else if (cmd === 'down') {
+    down().catch((err: unknown) => {
+      log(`down failed: ${err instanceof Error ? err.message : String(err)}`);
+      process.exitCode = 1;
+    });
+  } else {
+    console.error(`usage: ${script} up|down`);
+    process.exitCode = 2;
+  }
+}

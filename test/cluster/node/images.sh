@@ -107,14 +107,16 @@ pause_archive="$(archive_of localhost/warmpool/pause "$pause_key" "$pause_ctx" -
 # --- the repository's images, from its Dockerfiles as they are ------------------------
 # Keyed by the base and every file the build context can see (tracked or not, .dockerignore'd
 # paths left out as the builder leaves them out).
-ctx_key="$( (echo "$base_key"; cd "$repo" && git ls-files -co --exclude-standard -- \
+ctx_key="$( (echo "$base_key"; sha256sum "$here/images.sh"; cd "$repo" && git ls-files -co --exclude-standard -- \
   Dockerfile .dockerignore package.json package-lock.json tsconfig.base.json controller worker-image \
   | grep -vE '(^|/)(node_modules|dist)/|\.tsbuildinfo$' | sort | xargs sha256sum) | sha)"
 # The machine's TLS trust, for npm inside the build (a proxy may re-sign the registry's
-# certificates): bind-mounted for the RUN steps only, never part of an image.
+# certificates): bind-mounted for the RUN steps only. The certificates go on /mnt, which the
+# base has (empty), so no mount point is left in a layer; npm's global config file has no
+# such place, and buildah leaves it in each RUN layer as an empty file.
 npmrc="$cache/build-npmrc"
-echo "cafile=/etc/ssl/certs/ca-certificates.crt" >"$npmrc"
-build_mounts=(-v "/etc/ssl/certs:/etc/ssl/certs:ro" -v "$npmrc:/usr/local/etc/npmrc:ro")
+echo "cafile=/mnt/ca-certificates.crt" >"$npmrc"
+build_mounts=(-v "/etc/ssl/certs:/mnt:ro" -v "$npmrc:/usr/local/etc/npmrc:ro")
 controller_archive="$(archive_of localhost/warmpool/controller "$ctx_key" "$repo" -f "$repo/Dockerfile" "${build_mounts[@]}")"
 worker_archive="$(archive_of localhost/warmpool/chatbot-worker "$ctx_key" "$repo" -f "$repo/worker-image/Dockerfile" "${build_mounts[@]}")"
 

@@ -85,8 +85,8 @@ export function setUp(): void {
 }
 
 /** Undoes setUp (each step on its own, so a half-made network is removed too). */
-export function tearDown(sysctls: Sysctls | undefined): void {
-  if (sysctls) for (const [k, v] of Object.entries(sysctls)) trySh('sysctl', ['-q', '-w', `${k}=${v}`]);
+export function tearDown(sysctls: Sysctls): void {
+  for (const [k, v] of Object.entries(sysctls)) trySh('sysctl', ['-q', '-w', `${k}=${v}`]);
   trySh('ip', ['link', 'del', OUTSIDE_HOST_IF]);
   trySh('ip', ['netns', 'del', OUTSIDE_NS]);
   trySh('ip', ['link', 'del', BRIDGE]);

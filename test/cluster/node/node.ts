@@ -13,7 +13,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ensureBinaries, type Identity, log, startControlPlane, waitUsable } from '../controlplane.js';
+import { ensureBinaries, type Identity, log, startControlPlane, waitUsable, tierCommand } from '../controlplane.js';
+import type { Kube } from '../kube.js';
 import { nodeDir, nodeTier as tier, type NodeState, nodeStatePath, NODE_NAME } from './paths.js';
 import { BRIDGE, CLUSTER_CIDR, KUBERNETES_SERVICE_IP, NODE_IP, POD_SUBNET, readSysctls, SERVICE_CIDR, setUp, sh } from './net.js';
 import { snapshot } from './host.js';
@@ -21,6 +22,25 @@ import { down } from './teardown.js';
 
 const here = import.meta.dirname;
 const CGROUP_ROOT = 'warmpool-node';
+const KUBE_ROUTER_USER = 'warmpool:kube-router';
+
+/** What kube-router's NetworkPolicy controller reads (its own manifests' role, less the router's writes). */
+async function grantKubeRouter(admin: Kube): Promise<void> {
+  const read = ['get', 'list', 'watch'];
+  await admin.create('/apis/rbac.authorization.k8s.io/v1/clusterroles', {
+    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', metadata: { name: KUBE_ROUTER_USER },
+    rules: [
+      { apiGroups: [''], resources: ['namespaces', 'pods', 'services', 'nodes', 'endpoints'], verbs: read },
+      { apiGroups: ['networking.k8s.io'], resources: ['networkpolicies'], verbs: read },
+      { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: read },
+    ],
+  });
+  await admin.create('/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', {
+    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: KUBE_ROUTER_USER },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: KUBE_ROUTER_USER },
+    subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: KUBE_ROUTER_USER }],
+  });
+}
 const containerdDir = join(nodeDir, 'containerd');
 export const containerdSocket = join(containerdDir, 'containerd.sock');
 
@@ -38,6 +58,7 @@ function identities(): Identity[] {
     { name: 'apiserver-kubelet-client', subject: '/O=system:masters/CN=kube-apiserver-kubelet-client', usage: 'clientAuth' },
     // Bound to system:node-proxier by the API server's default policy.
     { name: 'kube-proxy', subject: '/CN=system:kube-proxy', usage: 'clientAuth' },
+    { name: 'kube-router', subject: `/CN=${KUBE_ROUTER_USER}`, usage: 'clientAuth' },
   ];
 }
 
@@ -159,9 +180,12 @@ function imports(images: Map<string, string>): void {
 
 async function up(): Promise<void> {
   const t0 = Date.now();
-  if (existsSync(nodeStatePath) || existsSync(`/sys/class/net/${BRIDGE}`)) {
-    log('found a node tier (its state or its bridge): taking it down first');
+  if (existsSync(nodeStatePath)) {
+    log('found the remains of an earlier node tier: taking it down first');
     await down();
+  }
+  if (existsSync(`/sys/class/net/${BRIDGE}`)) {
+    throw new Error(`the bridge ${BRIDGE} exists: another checkout's node tier is up on this machine (one at a time; its node:down removes it)`);
   }
   const bin = ensureBinaries();
   const nodeBin = run('setup.sh', ['--print-bin-dir']);
@@ -216,8 +240,11 @@ async function up(): Promise<void> {
 
   await waitUsable(tier, admin, 1);
   await tier.waitFor('the Node\'s pod range', 30_000, async () => ((await admin.get<{ spec?: { podCIDR?: string } }>(`/api/v1/nodes/${NODE_NAME}`)).spec?.podCIDR ? true : undefined));
+  await grantKubeRouter(admin);
+  const routerKubeconfig = join(nodeDir, 'kube-router.kubeconfig');
+  tier.writeKubeconfig(routerKubeconfig, server, 'kube-router');
   tier.start('kube-router', join(nodeBin, 'kube-router'), [
-    `--kubeconfig=${tier.kubeconfigPath}`, `--hostname-override=${NODE_NAME}`,
+    `--kubeconfig=${routerKubeconfig}`, `--hostname-override=${NODE_NAME}`,
     '--run-firewall=true', '--run-router=false', '--run-service-proxy=false',
     `--service-cluster-ip-range=${SERVICE_CIDR}`, '--health-port=0', '--metrics-port=0',
   ]);
@@ -226,19 +253,4 @@ async function up(): Promise<void> {
   log(`node tier up in ${s(Date.now() - t0)} (builds ${s(tBuilt - t0)}). KUBECONFIG=${tier.kubeconfigPath}, kubectl: ${tier.kubectlPath}`);
 }
 
-const cmd = process.argv[2];
-if (cmd === 'up') {
-  up().catch(async (err: unknown) => {
-    log(`up failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}; stopping what was started (logs stay in ${tier.logs})`);
-    process.exitCode = 1;
-    await down().catch((e: unknown) => log(String(e)));
-  });
-} else if (cmd === 'down') {
-  down().catch((err: unknown) => {
-    log(`down failed: ${err instanceof Error ? err.message : String(err)}`);
-    process.exitCode = 1;
-  });
-} else {
-  console.error('usage: node.ts up|down');
-  process.exitCode = 2;
-}
+tierCommand('node.ts', tier.logs, up, down);

@@ -9,6 +9,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../versions.sh
 source "$here/../versions.sh"
+# shellcheck source=../gobuild.sh
+source "$here/../gobuild.sh"
 
 bash "$here/../setup.sh" >&2
 
@@ -25,21 +27,14 @@ bin="$NODE_TIER_CACHE/bin-$K8S_VERSION-$NETPOL_VERSION"
 need=0
 for b in $K8S_NODE_BINARIES kube-router; do [ -x "$bin/$b" ] || need=1; done
 if [ "$need" = 1 ]; then
-  if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then PATH="/usr/local/go/bin:$PATH"; fi
   echo "setup: building $K8S_NODE_BINARIES ($K8S_VERSION) and kube-router ($NETPOL_VERSION) into $bin" >&2
   start=$(date +%s)
   tmp="$bin.tmp.$$"
   rm -rf "$tmp" && mkdir -p "$tmp"
   trap 'rm -rf "$tmp"' EXIT
-  minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-  ldflags="-s -w"
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
-  done
   pkgs=()
   for b in $K8S_NODE_BINARIES; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
-  (cd "$here/../k8s" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" \
-    go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}")
+  go_build_k8s "$tmp" "${pkgs[@]}"
   (cd "$here/netpol" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" \
     go build -trimpath -ldflags "-s -w" -o "$tmp/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
   rm -rf "$bin"

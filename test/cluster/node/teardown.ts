@@ -76,14 +76,13 @@ function mountsUnder(prefix: string): string[] {
     .filter((m) => m === prefix || m.startsWith(`${prefix}/`)).sort((a, b) => b.length - a.length);
 }
 
-function unmountAll(state: NodeState | undefined): void {
-  const before = new Set(state?.before.mounts ?? []);
+function unmountAll(state: NodeState): void {
+  const before = new Set(state.before.mounts);
   const ours = [...mountsUnder(nodeDir), ...mountsUnder('/run/netns').filter((m) => !before.has(m))];
   for (const m of ours) spawnSync('umount', ['-l', m]);
 }
 
-function removeHostPaths(state: NodeState | undefined): void {
-  if (!state) return;
+function removeHostPaths(state: NodeState): void {
   for (const p of HOST_PATHS) {
     if (state.before.paths.includes(p) || !existsSync(p)) continue;
     if (p === '/run/netns') for (const m of mountsUnder(p)) spawnSync('umount', ['-l', m]);
@@ -93,6 +92,14 @@ function removeHostPaths(state: NodeState | undefined): void {
 
 export async function down(): Promise<void> {
   const state = existsSync(nodeStatePath) ? (JSON.parse(readFileSync(nodeStatePath, 'utf8')) as NodeState) : undefined;
+  if (!state) {
+    // `up` records its state before it changes the host: without one, the host-wide names
+    // (bridge, cgroup root, rules) may be another checkout's node tier, so they are left alone.
+    const left = await killMarked();
+    if (left.length > 0) throw new Error(`processes left: ${left.join(' ')}`);
+    log('no node tier state here: nothing to take down');
+    return;
+  }
   await removePods();
   await tier.stopRecorded();
   await killCgroupProcesses();
@@ -110,8 +117,8 @@ export async function down(): Promise<void> {
       log(`cgroup ${d}: ${String(err)}`);
     }
   }
-  tearDown(state?.sysctls);
-  if (state) restoreRules(state.before);
+  tearDown(state.sysctls);
+  restoreRules(state.before);
   removeHostPaths(state);
   const etcd = tier.readState()?.etcdDataDir;
   if (etcd) rmSync(etcd, { recursive: true, force: true });
@@ -119,10 +126,8 @@ export async function down(): Promise<void> {
     for (const entry of readdirSync(nodeDir)) if (entry !== 'logs') rmSync(join(nodeDir, entry), { recursive: true, force: true });
   }
   if (left.length > 0) throw new Error(`processes left: ${left.join(' ')}`);
-  if (state) {
-    const diff = differences(state.before, snapshot());
-    if (diff.length > 0) throw new Error(`the host is not as it was:\n  ${diff.join('\n  ')}`);
-  }
+  const diff = differences(state.before, snapshot());
+  if (diff.length > 0) throw new Error(`the host is not as it was:\n  ${diff.join('\n  ')}`);
   log('node tier down; the host is as it was before up');
 }
 
