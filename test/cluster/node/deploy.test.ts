@@ -109,8 +109,14 @@ images:
     const mine = `warmpool.dev/session=${hashOf(id)}`;
     const [claimed] = pods(mine);
     assert.ok(claimed);
+    const warm = 'app.kubernetes.io/name=chatbot-worker,assigned=not_assigned';
+    const warmBefore = new Set(readyPods(warm).map((p) => p.metadata.uid));
     kubectl('rollout', 'restart', '-n', NS, 'deployment/chatbot-worker');
     kubectl('rollout', 'status', '-n', NS, 'deployment/chatbot-worker', '--timeout=180s');
+    await waitUntil('3 new warm workers and none of the old', async () => {
+      const now = pods(warm);
+      return now.filter(isReady).length >= 3 && now.every((p) => !warmBefore.has(p.metadata.uid)) ? true : undefined;
+    }, 120_000);
     assert.deepEqual(pods(mine).map((p) => [p.metadata.uid, !!p.metadata.deletionTimestamp]), [[claimed.metadata.uid, false]]);
     assert.equal((await say('after the rollout')).status, 200);
     const history = (await (await fetch(`${base}/sessions/${id}/history`)).json()) as { turns: { message: string }[] };
