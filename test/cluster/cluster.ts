@@ -16,7 +16,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:f
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { alive } from '../integration/harness.js';
-import { ensureBinaries, type Identity, log, signal, startControlPlane, Tier, waitUsable, tierCommand } from './controlplane.js';
+import { ensureBinaries, startControlPlane, tierCommand, waitUsable } from './controlplane.js';
+import { type Identity, log, signal, Tier } from './tier.js';
 import { markedPids } from './procs.js';
 import { createdMountPointsFile, removeMountPoint } from './volumes.js';
 import { clusterDir, clusterHarnessDir as here, kubeconfigPath, kubectlPath, logDir as logs } from './paths.js';

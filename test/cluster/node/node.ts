@@ -13,7 +13,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ensureBinaries, type Identity, log, startControlPlane, waitUsable, tierCommand } from '../controlplane.js';
+import { ensureBinaries, startControlPlane, tierCommand, waitUsable } from '../controlplane.js';
+import { type Identity, log } from '../tier.js';
 import type { Kube } from '../kube.js';
 import { nodeDir, nodeTier as tier, type NodeState, nodeStatePath, NODE_NAME } from './paths.js';
 import { BRIDGE, CLUSTER_CIDR, KUBERNETES_SERVICE_IP, NODE_IP, POD_SUBNET, readSysctls, SERVICE_CIDR, setUp, sh } from './net.js';

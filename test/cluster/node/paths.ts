@@ -1,6 +1,6 @@
 /** Where the node tier keeps its state; shared by node.ts, teardown.ts and the tests. */
 import { join } from 'node:path';
-import { Tier } from '../controlplane.js';
+import { Tier } from '../tier.js';
 import { repoRoot } from '../paths.js';
 import type { HostSnapshot } from './host.js';
 import type { Sysctls } from './net.js';

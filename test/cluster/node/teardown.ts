@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { log, signal } from '../controlplane.js';
+import { log, signal } from '../tier.js';
 import { markedPids } from '../procs.js';
 import { differences, HOST_PATHS, restoreRules, snapshot } from './host.js';
 import { tearDown } from './net.js';
