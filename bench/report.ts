@@ -31,8 +31,19 @@ function proxySection(p: Json, title: string): string[] {
   return lines;
 }
 
+/** Token gaps of the same worker's streamed replies, direct and through warmpool. */
+function interArrivalTable(ia: Json): string[] {
+  return [
+    '| path | gaps | p50 ms | p99 ms | max ms | share of gaps < TOKEN_DELAY_MS/4 |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
+    `| direct | ${ia.direct.samples} | ${fmt(ia.direct.p50Ms, 3)} | ${fmt(ia.direct.p99Ms, 3)} | ${fmt(ia.direct.maxMs, 3)} | ${fmt(ia.direct.under5msShare, 4)} |`,
+    `| warmpool | ${ia.warmpool.samples} | ${fmt(ia.warmpool.p50Ms, 3)} | ${fmt(ia.warmpool.p99Ms, 3)} | ${fmt(ia.warmpool.maxMs, 3)} | ${fmt(ia.warmpool.under5msShare, 4)} |`,
+    '',
+  ];
+}
+
 /** The issue's targets against the figures of the latest run of each part. */
-function targets(claims: Json | undefined, proxy: Json | undefined, streams: Json | undefined, ttft: Json | undefined): string[] {
+function targets(claims: Json | undefined, proxy: Json | undefined, streams: Json | undefined, openai: Json | undefined, ttft: Json | undefined): string[] {
   const rows: string[] = [];
   if (proxy) {
     const s = proxy.summary as Json;
@@ -48,6 +59,7 @@ function targets(claims: Json | undefined, proxy: Json | undefined, streams: Jso
     rows.push(`| controller RSS with ${streams.openSse.streams} open SSE streams <= 300 MB | ${fmt(streams.openSse.peakRssMb, 1)} MB peak, CPU ${fmt(streams.openSse.cpuShareOfOneCore * 100, 0)} % of a core at ${fmt(streams.openSse.eventsPerSecond, 0)} events/s | ${verdict(streams.openSse.peakRssMb <= 300)} |`);
     rows.push(`| controller RSS with ${streams.openWebSockets.sockets} open WebSockets <= 300 MB | ${fmt(streams.openWebSockets.peakRssMb, 1)} MB peak, CPU ${fmt(streams.openWebSockets.chattingCpuShareOfOneCore * 100, 0)} % of a core at ${fmt(streams.openWebSockets.framesPerSecond, 0)} frames/s | ${verdict(streams.openWebSockets.peakRssMb <= 300)} |`);
   }
+  if (openai) rows.push(`| OpenAI streamed completion, token inter-arrival p99 added over direct <= 2 ms | ${fmt(openai.p99AddedMs, 3)} ms (p50 ${fmt(openai.p50AddedMs, 3)} ms) | ${verdict(openai.p99AddedMs <= 2)} |`);
   if (ttft) rows.push(`| time to first token, warm pool vs cold (MODEL_LOAD_DELAY_MS=${ttft.modelLoadDelayMs}) | ${fmt(ttft.warmMedianMs, 0)} ms vs ${fmt(ttft.coldMedianMs, 0)} ms: ${fmt(ttft.coldOverWarm, 0)} × sooner | (no target) |`);
   if (claims) {
     rows.push(`| claim p50 <= 1.5 × raw label-flip PATCH p50 + 2 ms (1 replica, warm pool) | ${fmt(claims.claim.p50Ms)} ms vs ${fmt(claims.claimTargetMs)} ms (raw ${fmt(claims.rawPatch.p50Ms)} ms) | ${verdict(claims.claim.p50Ms <= claims.claimTargetMs)} |`);
@@ -64,6 +76,7 @@ export function writeReport(resultsDir: string, out: string): void {
   const proxy = load(resultsDir, 'proxy');
   const before = load(resultsDir, 'proxy-http-proxy-3');
   const streams = load(resultsDir, 'streams');
+  const openai = load(resultsDir, 'openai');
   const ttft = load(resultsDir, 'ttft');
   const claims = load(resultsDir, 'claims');
   const machine = (proxy ?? streams ?? ttft)?.machine as Json | undefined;
@@ -82,12 +95,12 @@ export function writeReport(resultsDir: string, out: string): void {
     lines.push(`- ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGb} GB, Linux ${machine.kernel}, Node ${machine.node}; load, client and servers share these cores.`);
   }
   lines.push(
-    '- `npm run bench` (all parts), `BENCH_ONLY=proxy,profile npm run bench` (a comma-separated subset of proxy, profile, streams, ttft, claims; claims starts the loopback cluster of test/cluster/ if none is up), `BENCH_QUICK=1 npm run bench` (smoke run, results in `*.quick.json`, report untouched).',
+    '- `npm run bench` (all parts), `BENCH_ONLY=proxy,profile npm run bench` (a comma-separated subset of proxy, profile, streams, openai, ttft, claims; claims starts the loopback cluster of test/cluster/ if none is up), `BENCH_QUICK=1 npm run bench` (smoke run, results in `*.quick.json`, report untouched).',
     '- Needs `wrk` and `nginx` on PATH for the proxy part: `apt-get install -y nginx-light wrk`. configurable-http-proxy is a devDependency.',
     '- HTTP load: `wrk -t1 -c{1,32,256} -d8s --latency` on `GET /healthz` of the reference worker (a small JSON body), keep-alive; 3 rounds. nginx runs one worker process, `proxy_http_version 1.1`, upstream `keepalive 256`, `proxy_buffering off`.',
     '',
   );
-  lines.push(...targets(claims, proxy, streams, ttft));
+  lines.push(...targets(claims, proxy, streams, openai, ttft));
   const analysis = path.join(path.dirname(resultsDir), 'analysis.md');
   if (existsSync(analysis)) lines.push(readFileSync(analysis, 'utf8').trim(), '');
 
@@ -119,11 +132,7 @@ export function writeReport(resultsDir: string, out: string): void {
       '',
       `### SSE token inter-arrival (reference worker, TOKEN_DELAY_MS=${ia.tokenDelayMs}, ${ia.replies} replies each way, alternating)`,
       '',
-      '| path | gaps | p50 ms | p99 ms | max ms | share of gaps < TOKEN_DELAY_MS/4 |',
-      '| --- | ---: | ---: | ---: | ---: | ---: |',
-      `| direct | ${ia.direct.samples} | ${fmt(ia.direct.p50Ms, 3)} | ${fmt(ia.direct.p99Ms, 3)} | ${fmt(ia.direct.maxMs, 3)} | ${fmt(ia.direct.under5msShare, 4)} |`,
-      `| warmpool | ${ia.warmpool.samples} | ${fmt(ia.warmpool.p50Ms, 3)} | ${fmt(ia.warmpool.p99Ms, 3)} | ${fmt(ia.warmpool.maxMs, 3)} | ${fmt(ia.warmpool.under5msShare, 4)} |`,
-      '',
+      ...interArrivalTable(ia),
       `p99 added: ${fmt(ia.p99AddedMs, 3)} ms (target <= 2: ${verdict(ia.p99AddedMs <= 2)}); p50 added ${fmt(ia.p50AddedMs, 3)} ms. A buffering proxy would show bursts (many gaps near 0) followed by long gaps.`,
       '',
       '### Many open streams through one session (controller process only)',
@@ -132,6 +141,18 @@ export function writeReport(resultsDir: string, out: string): void {
       '| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |',
       `| ${sse.streams} | SSE, 1 event/s each (bench/stream-worker.mjs) | ${fmt(sse.openSeconds)} | ${fmt(sse.idleRssMb, 1)} | ${fmt(sse.openRssMb, 1)} | ${fmt(sse.peakRssMb, 1)} ${verdict(sse.peakRssMb <= 300)} | ${fmt(sse.cpuShareOfOneCore)} | ${fmt(sse.eventsPerSecond, 0)} events/s of ${fmt(sse.expectedEventsPerSecond, 0)} sent |`,
       `| ${ws.sockets} | WebSocket, reference worker | ${fmt(ws.openSeconds)} | ${fmt(ws.idleRssMb, 1)} | ${fmt(ws.openRssMb, 1)} | ${fmt(ws.peakRssMb, 1)} ${verdict(ws.peakRssMb <= 300)} | idle ${fmt(ws.idleCpuShareOfOneCore)}, chatting ${fmt(ws.chattingCpuShareOfOneCore)} | ${fmt(ws.framesPerSecond, 0)} frames/s while chatting (TOKEN_DELAY_MS=${ws.tokenDelayMs}) |`,
+      '',
+    );
+  }
+
+  if (openai) {
+    lines.push(
+      `### OpenAI streamed completions: token inter-arrival (reference worker, TOKEN_DELAY_MS=${openai.tokenDelayMs}, ${openai.replies} replies each way, alternating)`,
+      '',
+      `\`POST /v1/chat/completions\` with \`stream: true\`, directly to the worker and through the session's base URL \`/sessions/{id}/v1\`; gaps between \`chat.completion.chunk\` events carrying content. Run ${openai.started} on ${openai.machine.cpus} × ${openai.machine.cpuModel}, load average at start ${openai.machine.loadAverageAtStart.join(' / ')}.`,
+      '',
+      ...interArrivalTable(openai),
+      `p99 added: ${fmt(openai.p99AddedMs, 3)} ms (target <= 2, as for /chat: ${verdict(openai.p99AddedMs <= 2)}); p50 added ${fmt(openai.p50AddedMs, 3)} ms.`,
       '',
     );
   }

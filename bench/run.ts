@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: the proxy, stream and time-to-first-token benchmarks of docs/benchmarks.md.
- * BENCH_ONLY=proxy,profile,streams,ttft,claims runs a subset; BENCH_QUICK=1 a short smoke version. Raw
+ * BENCH_ONLY=proxy,profile,streams,openai,ttft,claims runs a subset; BENCH_QUICK=1 a short smoke version. Raw
  * results go to bench/results/<part>.json, and the report is regenerated from all of them.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -9,16 +9,17 @@ import path from 'node:path';
 import { ROOT } from '../test/integration/harness.js';
 import { CONTROLLER, onPath, QUICK, WORKER } from './lib.js';
 import { benchClaims } from './claims.js';
+import { benchOpenAi } from './openai.js';
 import { benchProfile } from './profile.js';
 import { benchProxy } from './proxy.js';
 import { writeReport } from './report.js';
 import { benchStreams } from './streams.js';
 import { benchTtft } from './ttft.js';
 
-const parts = { proxy: benchProxy, profile: benchProfile, streams: benchStreams, ttft: benchTtft, claims: benchClaims } as const;
+const parts = { proxy: benchProxy, profile: benchProfile, streams: benchStreams, openai: benchOpenAi, ttft: benchTtft, claims: benchClaims } as const;
 type Part = keyof typeof parts;
 
-const only = (process.env.BENCH_ONLY ?? 'proxy,profile,streams,ttft,claims').split(',').map((s) => s.trim()).filter(Boolean);
+const only = (process.env.BENCH_ONLY ?? 'proxy,profile,streams,openai,ttft,claims').split(',').map((s) => s.trim()).filter(Boolean);
 for (const p of only) {
   if (!(p in parts)) {
     console.error(`BENCH_ONLY: unknown part ${p} (known: ${Object.keys(parts).join(', ')})`);

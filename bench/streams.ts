@@ -5,10 +5,10 @@ import WebSocket from 'ws';
 import { createSession, ROOT, startController, waitWarm, type Controller } from '../test/integration/harness.js';
 import { cpuSeconds, envPort, percentile, QUICK, round, rssMb, stopController } from './lib.js';
 
-/** Arrival times (ms, monotonic) of each SSE event of one streamed chat reply. */
-function sseArrivals(url: string, message: string): Promise<number[]> {
+/** Arrival times (ms, monotonic) of the SSE events of one streamed reply that `isToken` picks. */
+function sseArrivals(url: string, request: unknown, isToken: (event: string) => boolean): Promise<number[]> {
   return new Promise((resolve, reject) => {
-    const body = JSON.stringify({ message });
+    const body = JSON.stringify(request);
     const req = http.request(url, {
       method: 'POST',
       agent: false,
@@ -21,7 +21,7 @@ function sseArrivals(url: string, message: string): Promise<number[]> {
         const now = performance.now();
         const events = (partial + chunk).split('\n\n');
         partial = events.pop() ?? '';
-        for (const e of events) if (e.includes('"token"')) times.push(now);
+        for (const e of events) if (isToken(e)) times.push(now);
       });
       res.on('end', () => resolve(times));
     });
@@ -34,12 +34,18 @@ function gaps(times: number[]): number[] {
   return times.slice(1).map((t, i) => t - (times[i] as number));
 }
 
+/** Gap statistics, with the share of gaps under a quarter of the worker's spacing (bursts). */
+function gapStats(xs: number[], tokenDelayMs: number) {
+  return { samples: xs.length, p50Ms: round(percentile(xs, 50), 3), p99Ms: round(percentile(xs, 99), 3), maxMs: round(Math.max(...xs), 3), under5msShare: round(xs.filter((x) => x < tokenDelayMs / 4).length / xs.length, 4) };
+}
+
 /**
- * Token inter-arrival of the same worker's streamed replies, direct and through warmpool,
- * alternating. A proxy that buffers shows as gaps near 0 followed by long ones; one that
- * flushes shows the worker's TOKEN_DELAY_MS plus noise on both paths.
+ * Token inter-arrival of the same worker's streamed replies on `path`, direct and through
+ * warmpool, alternating: `request(i)` is the i-th body, `isToken` picks the events that carry a
+ * token. A proxy that buffers shows as gaps near 0 followed by long ones; one that flushes shows
+ * the worker's TOKEN_DELAY_MS plus noise on both paths.
  */
-async function interArrival(): Promise<Record<string, unknown>> {
+export async function interArrival(path: string, request: (i: number) => unknown, isToken: (event: string) => boolean): Promise<Record<string, unknown>> {
   const tokenDelayMs = 20;
   const replies = QUICK ? 6 : 40;
   const c = await startController({ POOL_SIZE: '1', LOG_LEVEL: 'info', TOKEN_DELAY_MS: String(tokenDelayMs) });
@@ -47,17 +53,15 @@ async function interArrival(): Promise<Record<string, unknown>> {
     await waitWarm(c, 1);
     const id = await createSession(c);
     const { pid } = (await (await fetch(`${c.base}/sessions/${id}/healthz`)).json()) as { pid: number };
-    const direct = `http://127.0.0.1:${envPort(pid)}/chat`;
-    const via = `${c.base}/sessions/${id}/chat`;
+    const direct = `http://127.0.0.1:${envPort(pid)}${path}`;
+    const via = `${c.base}/sessions/${id}${path}`;
     const out = { direct: [] as number[], warmpool: [] as number[] };
     for (let i = 0; i < replies; i++) {
-      const message = `tell me about the warm pool and the labels ${i}`;
-      out.direct.push(...gaps(await sseArrivals(direct, message)));
-      out.warmpool.push(...gaps(await sseArrivals(via, message)));
+      out.direct.push(...gaps(await sseArrivals(direct, request(i), isToken)));
+      out.warmpool.push(...gaps(await sseArrivals(via, request(i), isToken)));
     }
-    const stats = (xs: number[]) => ({ samples: xs.length, p50Ms: round(percentile(xs, 50), 3), p99Ms: round(percentile(xs, 99), 3), maxMs: round(Math.max(...xs), 3), under5msShare: round(xs.filter((x) => x < tokenDelayMs / 4).length / xs.length, 4) });
-    const d = stats(out.direct);
-    const w = stats(out.warmpool);
+    const d = gapStats(out.direct, tokenDelayMs);
+    const w = gapStats(out.warmpool, tokenDelayMs);
     return { tokenDelayMs, replies, direct: d, warmpool: w, p50AddedMs: round(w.p50Ms - d.p50Ms, 3), p99AddedMs: round(w.p99Ms - d.p99Ms, 3) };
   } finally {
     await stopController(c);
@@ -190,7 +194,7 @@ async function manyWebSockets(count: number): Promise<Record<string, unknown>> {
 export async function benchStreams(): Promise<Record<string, unknown>> {
   const count = QUICK ? 500 : 5000;
   console.log('  SSE token inter-arrival, direct vs warmpool');
-  const sse = await interArrival();
+  const sse = await interArrival('/chat', (i) => ({ message: `tell me about the warm pool and the labels ${i}` }), (e) => e.includes('"token"'));
   console.log(`   ${JSON.stringify(sse)}`);
   console.log(`  ${count} open SSE streams through one session`);
   const openSse = await manySse(count);

@@ -26,7 +26,8 @@ export function createAdminServer(deps: AdminDeps): http.Server {
   });
   app.get('/readyz', (_req, res) => {
     const ready = backend.isReady() && deps.accepting();
-    res.status(ready ? 200 : 503).json({ ready });
+    const { problem } = backend.snapshot();
+    res.status(ready ? 200 : 503).json({ ready, ...(problem ? { problem } : {}) });
   });
   app.get('/pool', (_req, res) => {
     res.json({

@@ -1,49 +1,60 @@
 import { readFileSync } from 'node:fs';
 
-/** A bad environment value: the message names the variable, and main exits 1 with it. */
+export interface ConfigProblem {
+  readonly variable: string;
+  readonly message: string;
+}
+
+/**
+ * A bad environment: every bad variable at once, so a user fixes them in one round. Each line of
+ * the message names its variable; main prints them and exits 1.
+ */
 export class ConfigError extends Error {
   readonly code = 'invalid_config';
-  constructor(readonly variable: string, message: string) {
-    super(`${variable}: ${message}`);
+  constructor(readonly problems: readonly ConfigProblem[]) {
+    super(problems.map((p) => `${p.variable}: ${p.message}`).join('\n'));
     this.name = 'ConfigError';
   }
 }
 
-type Parser<T> = (raw: string, name: string) => T;
+/** What a parser throws; parseConfig adds the variable's name and collects it. */
+class BadValue extends Error {}
 
-const integer = (min: number, max = Number.MAX_SAFE_INTEGER): Parser<number> => (raw, name) => {
-  if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(name, `must be an integer, got ${JSON.stringify(raw)}`);
+type Parser<T> = (raw: string) => T;
+
+const integer = (min: number, max = Number.MAX_SAFE_INTEGER): Parser<number> => (raw) => {
+  if (!/^-?\d+$/.test(raw.trim())) throw new BadValue(`must be an integer, got ${JSON.stringify(raw)}`);
   const value = Number(raw);
-  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+  if (value < min || value > max) throw new BadValue(`must be between ${min} and ${max}, got ${value}`);
   return value;
 };
 
 /** Durations in seconds accept fractions, so tests and small setups can use sub-second values. */
-const seconds = (min: number): Parser<number> => (raw, name) => {
+const seconds = (min: number): Parser<number> => (raw) => {
   const value = Number(raw);
   if (raw.trim() === '' || !Number.isFinite(value)) {
-    throw new ConfigError(name, `must be a number of seconds, got ${JSON.stringify(raw)}`);
+    throw new BadValue(`must be a number of seconds, got ${JSON.stringify(raw)}`);
   }
-  if (value < min) throw new ConfigError(name, `must be at least ${min}, got ${value}`);
+  if (value < min) throw new BadValue(`must be at least ${min}, got ${value}`);
   return value;
 };
 
-const boolean: Parser<boolean> = (raw, name) => {
+const boolean: Parser<boolean> = (raw) => {
   const v = raw.trim().toLowerCase();
   if (['true', '1', 'yes', 'on'].includes(v)) return true;
   if (['false', '0', 'no', 'off'].includes(v)) return false;
-  throw new ConfigError(name, `must be true or false, got ${JSON.stringify(raw)}`);
+  throw new BadValue(`must be true or false, got ${JSON.stringify(raw)}`);
 };
 
-const oneOf = <T extends string>(...values: T[]): Parser<T> => (raw, name) => {
+const oneOf = <T extends string>(...values: T[]): Parser<T> => (raw) => {
   if (!(values as string[]).includes(raw)) {
-    throw new ConfigError(name, `must be one of ${values.join(', ')}, got ${JSON.stringify(raw)}`);
+    throw new BadValue(`must be one of ${values.join(', ')}, got ${JSON.stringify(raw)}`);
   }
   return raw as T;
 };
 
-const pattern = (re: RegExp, what: string): Parser<string> => (raw, name) => {
-  if (!re.test(raw)) throw new ConfigError(name, `must be ${what}, got ${JSON.stringify(raw)}`);
+const pattern = (re: RegExp, what: string): Parser<string> => (raw) => {
+  if (!re.test(raw)) throw new BadValue(`must be ${what}, got ${JSON.stringify(raw)}`);
   return raw;
 };
 
@@ -52,22 +63,22 @@ const text: Parser<string> = (raw) => raw;
 /** A Kubernetes label key or value (qualified name rules, simplified to what labels accept). */
 const LABEL_PART = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 
-const selector: Parser<Record<string, string>> = (raw, name) => {
+const selector: Parser<Record<string, string>> = (raw) => {
   const out: Record<string, string> = {};
   for (const part of raw.split(',')) {
     const [key, value, extra] = part.trim().split('=');
     if (key === undefined || value === undefined || extra !== undefined || !LABEL_PART.test(key) || !LABEL_PART.test(value)) {
-      throw new ConfigError(name, `must be key=value[,key=value], got ${JSON.stringify(raw)}`);
+      throw new BadValue(`must be key=value[,key=value], got ${JSON.stringify(raw)}`);
     }
     out[key] = value;
   }
   return out;
 };
 
-const tokenList: Parser<string[]> = (raw, name) => {
+const tokenList: Parser<string[]> = (raw) => {
   const tokens = raw.split(/[\s,]+/).filter(Boolean);
   for (const t of tokens) {
-    if (t.length < 16) throw new ConfigError(name, 'each token must be at least 16 characters');
+    if (t.length < 16) throw new BadValue('each token must be at least 16 characters');
   }
   return tokens;
 };
@@ -90,7 +101,7 @@ export const CONFIG_KEYS = {
   PORT: key('8080', 'Client port: the session API and proxied session traffic.', integer(0, 65535)),
   ADMIN_PORT: key('9090', 'Admin port: /metrics, /healthz, /readyz, /pool. Keep it off the Service.', integer(0, 65535)),
   LISTEN_HOST: key('0.0.0.0', 'Address both ports bind to.', text),
-  BACKEND: key('auto', 'Pool backend: `kubernetes`, `local` (worker processes on 127.0.0.1), or `auto` (kubernetes when in a cluster or a kubeconfig exists).', oneOf('auto', 'kubernetes', 'local')),
+  BACKEND: key('auto', 'Pool backend: `kubernetes`, `local` (worker processes on 127.0.0.1), or `auto` (kubernetes when in a cluster, or when a kubeconfig has a current context whose cluster has a server; else local).', oneOf('auto', 'kubernetes', 'local')),
   NAMESPACE: key('warmpool', 'Namespace of the worker pods (kubernetes backend).', pattern(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'a namespace name')),
   POOL_DEPLOYMENT: key('chatbot-worker', 'Deployment that keeps the warm pods (kubernetes backend).', pattern(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'a deployment name')),
   POOL_SELECTOR: key('app.kubernetes.io/name=chatbot-worker', 'Labels that mark the pool\'s pods, `key=value[,key=value]`.', selector),
@@ -115,7 +126,7 @@ export const CONFIG_KEYS = {
   MAX_BODY_BYTES: key('1048576', 'Largest request body; larger gets 413.', integer(0)),
   SHUTDOWN_TIMEOUT_S: key('10', 'On SIGTERM, how long in-flight requests may finish before connections are closed.', seconds(0)),
   LOG_LEVEL: key('info', 'pino log level: fatal, error, warn, info, debug, trace, silent.', oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent')),
-  LOCAL_WORKER_CMD: key('', 'Command for a local worker, run with `sh -c` and given `HOST`/`PORT`; empty: the reference worker.', text),
+  LOCAL_WORKER_CMD: key('', 'Command for a local worker, run by `/bin/sh` as `exec <command>` in its own process group and given `HOST`/`PORT`; it must answer `GET /healthz`. Empty: the reference worker.', text),
 } as const;
 
 type Keys = typeof CONFIG_KEYS;
@@ -126,31 +137,64 @@ export interface Config extends Omit<Parsed, 'API_TOKENS' | 'API_TOKENS_FILE'> {
   readonly API_TOKENS: readonly string[];
 }
 
+type Env = Readonly<Record<string, string | undefined>>;
+
+const isSet = (env: Env, name: string) => env[name] !== undefined && env[name] !== '';
+
+/** Two listeners on one port cannot both start; the variable the user set is the one at fault. */
+function portClash(env: Env, out: Record<string, unknown>): ConfigProblem | undefined {
+  const port = out.PORT;
+  if (port === undefined || port === 0 || port !== out.ADMIN_PORT) return undefined;
+  const [variable, other] = isSet(env, 'ADMIN_PORT') || !isSet(env, 'PORT') ? ['ADMIN_PORT', 'PORT'] : ['PORT', 'ADMIN_PORT'];
+  const which = isSet(env, other) ? `${other}=${port}` : `${other}'s default, ${port}`;
+  return { variable, message: `must differ from ${other}: both are ${port} (${which}); the client and admin ports cannot share one port` };
+}
+
+function readTokens(out: Record<string, unknown>, readFile: (p: string) => string): string[] {
+  const tokens = [...(out.API_TOKENS as string[] | undefined ?? [])];
+  const file = out.API_TOKENS_FILE as string | undefined;
+  if (!file) return tokens;
+  let content: string;
+  try {
+    content = readFile(file);
+  } catch (err) {
+    throw new BadValue(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  return [...tokens, ...tokenList(content)];
+}
+
 /**
  * Parses and validates the whole environment once. An unset or empty variable takes its
- * default. The result is frozen: nothing changes configuration after start.
+ * default. Every bad variable is reported, in one ConfigError. The result is frozen: nothing
+ * changes configuration after start.
  */
-export function parseConfig(env: Readonly<Record<string, string | undefined>>, readFile = (p: string) => readFileSync(p, 'utf8')): Config {
+export function parseConfig(env: Env, readFile = (p: string) => readFileSync(p, 'utf8')): Config {
   const out: Record<string, unknown> = {};
-  for (const [name, spec] of Object.entries(CONFIG_KEYS) as [keyof Keys, Key<unknown>][]) {
-    const raw = env[name];
-    out[name] = spec.parse(raw === undefined || raw === '' ? spec.default : raw, name);
-  }
-  const tokens = [...(out.API_TOKENS as string[])];
-  if (out.API_TOKENS_FILE) {
-    let content: string;
+  const problems: ConfigProblem[] = [];
+  const attempt = (variable: string, run: () => void) => {
     try {
-      content = readFile(out.API_TOKENS_FILE as string);
+      run();
     } catch (err) {
-      throw new ConfigError('API_TOKENS_FILE', `cannot read ${out.API_TOKENS_FILE as string}: ${(err as Error).message}`);
+      if (!(err instanceof BadValue)) throw err;
+      problems.push({ variable, message: err.message });
     }
-    tokens.push(...tokenList(content, 'API_TOKENS_FILE'));
+  };
+  for (const [name, spec] of Object.entries(CONFIG_KEYS) as [keyof Keys, Key<unknown>][]) {
+    attempt(name, () => {
+      out[name] = spec.parse(isSet(env, name) ? env[name] as string : spec.default);
+    });
   }
+  attempt('API_TOKENS_FILE', () => {
+    out.API_TOKENS = Object.freeze(readTokens(out, readFile));
+  });
   delete out.API_TOKENS_FILE;
-  out.API_TOKENS = Object.freeze(tokens);
-  out.POOL_SELECTOR = Object.freeze(out.POOL_SELECTOR as object);
-  if ((out.POOL_SELECTOR as Record<string, string>)[out.POOL_LABEL_KEY as string] !== undefined) {
-    throw new ConfigError('POOL_SELECTOR', 'must not contain POOL_LABEL_KEY: warmpool manages that label itself');
+  const selector = out.POOL_SELECTOR as Record<string, string> | undefined;
+  if (selector && out.POOL_LABEL_KEY !== undefined && selector[out.POOL_LABEL_KEY as string] !== undefined) {
+    problems.push({ variable: 'POOL_SELECTOR', message: 'must not contain POOL_LABEL_KEY: warmpool manages that label itself' });
   }
+  const clash = portClash(env, out);
+  if (clash) problems.push(clash);
+  if (problems.length > 0) throw new ConfigError(problems);
+  out.POOL_SELECTOR = Object.freeze(selector);
   return Object.freeze(out) as unknown as Config;
 }

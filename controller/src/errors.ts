@@ -9,8 +9,10 @@ export class WarmpoolError extends Error {
     message: string,
     /** Seconds a client should wait before trying again (sent as Retry-After). */
     readonly retryAfterS?: number,
+    /** The fault underneath, for logs (never sent to a client). */
+    cause?: unknown,
   ) {
-    super(message);
+    super(message, cause === undefined ? undefined : { cause });
     this.name = 'WarmpoolError';
   }
 
@@ -43,12 +45,13 @@ export const errors = {
   headersTooLarge: () => new WarmpoolError('headers_too_large', 431, 'request headers over the size limit'),
   requestTimeout: () => new WarmpoolError('request_timeout', 408, 'the request headers did not arrive in time'),
   expectationFailed: () => new WarmpoolError('expectation_failed', 417, 'the only expectation supported is 100-continue'),
+  reservedPath: () => new WarmpoolError('reserved_path', 403, 'a worker\'s /session route takes settings from the controller only'),
   notFound: () => new WarmpoolError('not_found', 404, 'no such route'),
   methodNotAllowed: () => new WarmpoolError('method_not_allowed', 405, 'method not allowed on this route'),
   upstreamUnavailable: () => new WarmpoolError('upstream_unavailable', 502, 'the session worker did not answer'),
   upstreamTimeout: () => new WarmpoolError('upstream_timeout', 504, 'the session worker took too long'),
-  backendUnavailable: (retryAfterS: number) =>
-    new WarmpoolError('backend_unavailable', 503, 'the pool backend cannot take claims right now', retryAfterS),
+  backendUnavailable: (retryAfterS: number, cause?: unknown) =>
+    new WarmpoolError('backend_unavailable', 503, 'the pool backend cannot take claims right now', retryAfterS, cause),
   /** Nobody reads this answer (the client left while it waited); it names the case in logs and metrics. */
   clientClosed: () => new WarmpoolError('client_closed', 499, 'the client closed the connection before the session was ready'),
   shuttingDown: () => new WarmpoolError('shutting_down', 503, 'this replica is shutting down', 1),

@@ -8,12 +8,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createAdminServer } from './admin-server.js';
-import { chooseBackend } from './backend-choice.js';
+import { chooseBackend, readKubeconfigs } from './backend-choice.js';
 import { ConfigError, parseConfig, type Config } from './config.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { ClaimQueue } from './pool/claim-queue.js';
-import { LocalPool } from './pool/local.js';
+import { LocalPool } from './pool/local/index.js';
 import type { PoolBackend } from './pool/types.js';
 import { createForwarder, createObserver } from './forward/index.js';
 import { createClientServer } from './http/server.js';
@@ -24,7 +24,7 @@ try {
   config = parseConfig(process.env);
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err;
-  process.stderr.write(`warmpool: invalid configuration: ${err.message}\n`);
+  for (const p of err.problems) process.stderr.write(`warmpool: invalid configuration: ${p.variable}: ${p.message}\n`);
   process.exit(1);
 }
 
@@ -33,11 +33,11 @@ const logger = createLogger(config.LOG_LEVEL, { pretty: process.stdout.isTTY ===
 const metrics = createMetrics();
 const replica = process.env.POD_NAME || `${os.hostname()}-${process.pid}`;
 
-const kubeconfigPath = process.env.KUBECONFIG?.split(path.delimiter).find((p) => p && existsSync(p))
-  ?? [path.join(os.homedir(), '.kube', 'config')].find((p) => existsSync(p));
 const choice = chooseBackend(config.BACKEND, {
   inCluster: Boolean(process.env.KUBERNETES_SERVICE_HOST) && existsSync('/var/run/secrets/kubernetes.io/serviceaccount/token'),
-  kubeconfig: kubeconfigPath,
+  kubeconfigs: readKubeconfigs(process.env.KUBECONFIG
+    ? process.env.KUBECONFIG.split(path.delimiter).filter(Boolean)
+    : [path.join(os.homedir(), '.kube', 'config')]),
 });
 logger.info({ backend: choice.backend, reason: choice.reason, replica }, 'backend chosen');
 
@@ -70,8 +70,8 @@ function localBackend(): PoolBackend {
  * that a laptop on the local backend should not pay.
  */
 async function kubernetesBackend(): Promise<PoolBackend> {
-  const { createKubeApi, loadKubeConfig } = await import('./pool/kube-client.js');
-  const { KubePool } = await import('./pool/kubernetes.js');
+  const { createKubeApi, loadKubeConfig } = await import('./pool/kubernetes/client.js');
+  const { KubePool } = await import('./pool/kubernetes/index.js');
   const api = createKubeApi(loadKubeConfig(), {
     namespace: config.NAMESPACE,
     count: (verb, code) => metrics.kubeRequests.inc({ verb, code }),
@@ -92,7 +92,21 @@ async function kubernetesBackend(): Promise<PoolBackend> {
   });
 }
 
-const backend = choice.backend === 'kubernetes' ? await kubernetesBackend() : localBackend();
+/**
+ * A kubernetes backend that cannot even be built (an unreadable kubeconfig, no current cluster)
+ * is one line for the operator, with the way out, not a stack trace.
+ */
+async function chosenBackend(): Promise<PoolBackend> {
+  if (choice.backend === 'local') return localBackend();
+  try {
+    return await kubernetesBackend();
+  } catch (err) {
+    logger.fatal({ err: (err as Error).message }, `cannot start the kubernetes backend (${choice.reason}): ${(err as Error).message}; to run without a cluster set BACKEND=local`);
+    process.exit(1);
+  }
+}
+
+const backend = await chosenBackend();
 const sessions = new Sessions(backend, {
   maxSessions: config.MAX_SESSIONS,
   maxPerClient: config.MAX_SESSIONS_PER_CLIENT,

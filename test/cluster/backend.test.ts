@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createSession, type Controller } from '../integration/harness.js';
-import { POOL, poolFixture, type Pod, type PoolFixture } from './fixture.js';
+import { hashOf, POOL, poolFixture, type Pod, type PoolFixture } from './fixture.js';
 import { isNotFound } from './kube.js';
 import { kubeconfigPath } from './paths.js';
 import { waitUntil } from './wait.js';
@@ -48,6 +48,26 @@ describe('kubernetes backend on the loopback cluster', () => {
     await waitUntil('3 warm pods again', () => f.warmReady(3));
     const res = await fetch(`${a.base}/sessions/${id}/chat`, { method: 'POST', body: JSON.stringify({ message: 'hello from the cluster' }) });
     assert.equal(res.status, 200);
+  });
+
+  test('when a session is claimed and ended, then its pod\'s Events say Claimed and Ended with the pool and the hash prefix, never the id', async () => {
+    const a = f.running[0] as Controller;
+    await waitUntil('a warm pod', () => f.warmReady(1));
+    const id = await createSession(a);
+    const pod = (await f.podOf(id)) as Pod;
+    assert.equal((await fetch(`${a.base}/sessions/${id}`, { method: 'DELETE' })).status, 204);
+    const selector = encodeURIComponent(`involvedObject.name=${pod.metadata.name}`);
+    const events = await waitUntil('both Events', async () => {
+      const list = await f.kube.get<{ items: { reason: string; message: string; type: string }[] }>(`/api/v1/namespaces/${f.ns}/events?fieldSelector=${selector}`);
+      const ours = list.items.filter((e) => e.reason === 'Claimed' || e.reason === 'Ended');
+      return ours.length === 2 ? ours : undefined;
+    });
+    const prefix = hashOf(id).slice(0, 12);
+    assert.deepEqual(events.map((e) => `${e.reason} ${e.type}: ${e.message}`).sort(), [
+      `Claimed Normal: pool ${POOL}: claimed for session ${prefix} by replica-a`,
+      `Ended Normal: pool ${POOL}: session ${prefix} ended (deleted) by replica-a`,
+    ]);
+    assert.ok(!JSON.stringify(events).includes(id), 'the token is in no Event');
   });
 
   test('when three replicas route one session, then every request reaches the same worker', async () => {
@@ -162,6 +182,7 @@ describe('kubernetes backend on the loopback cluster', () => {
     assert.deepEqual(granted, [
       'deployments.apps/scale[chatbot-worker]:get,patch,update',
       'deployments.apps[chatbot-worker]:get',
+      'events[]:create,patch',
       'pods[]:delete,get,list,patch,watch',
     ]);
   });

@@ -61,3 +61,24 @@ export async function stopComponent(name: string): Promise<StoppedComponent> {
     },
   };
 }
+
+export interface PausedComponent {
+  readonly pid: number;
+  /** SIGCONT: the component carries on where it stopped. */
+  resume(): void;
+}
+
+/**
+ * SIGSTOPs the component's process group: a hung process, not a dead one. Its listening socket
+ * stays open and the kernel still accepts connections on it, but nothing answers them.
+ */
+export function pauseComponent(name: string): PausedComponent {
+  const { pid } = entryOf(readState(), name);
+  process.kill(-pid, 'SIGSTOP');
+  return { pid, resume: () => process.kill(-pid, 'SIGCONT') };
+}
+
+/** The API server's port on 127.0.0.1. */
+export function apiServerPort(): number {
+  return (readState() as State & { apiserverPort: number }).apiserverPort;
+}

@@ -170,18 +170,36 @@ export function alive(pid: number): boolean {
   }
 }
 
-/** Pids whose parent is `pid`, read from /proc (the local backend's workers are its children). */
-export function childPids(pid: number): number[] {
-  const out: number[] = [];
+interface ProcessStat {
+  pid: number;
+  /** R, S, D, Z... */
+  state: string;
+  ppid: number;
+  pgrp: number;
+}
+
+/** Every process on the machine, from /proc/<pid>/stat. */
+function processes(): ProcessStat[] {
+  const out: ProcessStat[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) out.push(Number(entry));
+      const [state = '', ppid, pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.push({ pid: Number(entry), state, ppid: Number(ppid), pgrp: Number(pgrp) });
     } catch {
       // The process ended while we looked.
     }
   }
   return out;
+}
+
+/** Pids whose parent is `pid` (the local backend's workers are its children). */
+export function childPids(pid: number): number[] {
+  return processes().filter((p) => p.ppid === pid).map((p) => p.pid);
+}
+
+/** Live (not zombie) processes in the process group `pgid`. */
+export function groupMembers(pgid: number): number[] {
+  return processes().filter((p) => p.pgrp === pgid && p.state !== 'Z').map((p) => p.pid);
 }

@@ -100,8 +100,11 @@ describe('shutdown', () => {
     const c = await startController({ TOKEN_DELAY_MS: '60' });
     await waitWarm(c, 2);
     const id = await createSession(c);
-    const workers = childPids(c.proc.pid as number);
-    assert.equal(workers.length, 3);
+    // Two warm and the session's; the replacement starts once its port is chosen.
+    const workers = await eventually('three worker processes', () => {
+      const pids = childPids(c.proc.pid as number);
+      return pids.length === 3 ? pids : undefined;
+    });
     const res = await fetch(`${c.base}/sessions/${id}/chat`, {
       method: 'POST',
       headers: { accept: 'text/event-stream' },

@@ -44,16 +44,36 @@ describe('configuration', () => {
     ];
     for (const [name, value] of cases) {
       const err = errorFor({ [name]: value });
-      assert.equal(err.variable, name, `${name}=${value}`);
+      assert.deepEqual(err.problems.map((p) => p.variable), [name], `${name}=${value}`);
       assert.ok(err.message.startsWith(`${name}:`), 'err.message.startsWith(`${name}:`)');
     }
+  });
+
+  test('when several values are bad, then one error lists every one of them, each line naming its variable', () => {
+    const err = errorFor({ PORT: 'x', POOL_SIZE: '-2', BACKEND: 'docker', LOG_LEVEL: 'loud', POOL_SELECTOR: 'assigned=x' });
+    assert.deepEqual(err.problems.map((p) => p.variable).sort(), ['BACKEND', 'LOG_LEVEL', 'POOL_SELECTOR', 'POOL_SIZE', 'PORT']);
+    const lines = err.message.split('\n');
+    assert.equal(lines.length, 5);
+    for (const [i, p] of err.problems.entries()) assert.ok(lines[i]?.startsWith(`${p.variable}: `), lines[i]);
+  });
+
+  test('when PORT equals ADMIN_PORT, then the error names the variable that was set', () => {
+    const onlyPort = errorFor({ PORT: '9090' });
+    assert.deepEqual(onlyPort.problems.map((p) => p.variable), ['PORT']);
+    assert.match(onlyPort.message, /^PORT: must differ from ADMIN_PORT: both are 9090 \(ADMIN_PORT's default, 9090\)/);
+    const onlyAdmin = errorFor({ ADMIN_PORT: '8080' });
+    assert.deepEqual(onlyAdmin.problems.map((p) => p.variable), ['ADMIN_PORT']);
+    assert.match(onlyAdmin.message, /^ADMIN_PORT: must differ from PORT: both are 8080 \(PORT's default, 8080\)/);
+    const both = errorFor({ PORT: '7000', ADMIN_PORT: '7000' });
+    assert.match(both.message, /^ADMIN_PORT: must differ from PORT: both are 7000 \(PORT=7000\)/);
+    assert.equal(parseConfig({ PORT: '0', ADMIN_PORT: '0' }).PORT, 0, 'two ephemeral ports never clash');
   });
 
   test('when API_TOKENS_FILE is set, then its tokens join API_TOKENS, and an unreadable file names the variable', () => {
     const c = parseConfig({ API_TOKENS: 'aaaaaaaaaaaaaaaa', API_TOKENS_FILE: '/tokens' }, () => 'bbbbbbbbbbbbbbbb\ncccccccccccccccc\n');
     assert.deepEqual([...c.API_TOKENS], ['aaaaaaaaaaaaaaaa', 'bbbbbbbbbbbbbbbb', 'cccccccccccccccc']);
     const err = errorFor({ API_TOKENS_FILE: '/missing' }, () => { throw new Error('ENOENT'); });
-    assert.equal(err.variable, 'API_TOKENS_FILE');
+    assert.deepEqual(err.problems.map((p) => p.variable), ['API_TOKENS_FILE']);
   });
 
   test('when the README is read, then its configuration table lists every key with its default', () => {

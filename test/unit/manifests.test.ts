@@ -222,6 +222,7 @@ describe('k8s manifests', () => {
       ...['get', 'list', 'watch', 'patch', 'delete'].map((v) => `|pods|${v}|*`),
       ...['get', 'update', 'patch'].map((v) => `apps|deployments/scale|${v}|chatbot-worker`),
       'apps|deployments|get|chatbot-worker',
+      ...['create', 'patch'].map((v) => `|events|${v}|*`),
     ];
     assert.deepEqual(granted.sort(), wanted.sort());
     const binding = find('RoleBinding', 'warmpool-controller');

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { clientErrorOf, errors, WarmpoolError } from '../../controller/src/errors.js';
-import { checkRequestTarget, hasDotSegment } from '../../controller/src/http/request-target.js';
+import { checkRequestTarget, hasDotSegment, isSettingsRoute } from '../../controller/src/http/request-target.js';
+import { route } from '../../controller/src/http/router.js';
 
 function refusal(url: string): string | undefined {
   try {
@@ -66,5 +67,22 @@ describe('client errors', () => {
     assert.equal(clientErrorOf(new Error('boom')), undefined);
     assert.equal(clientErrorOf(new TypeError('x is undefined')), undefined);
     assert.equal(clientErrorOf('a string'), undefined);
+  });
+});
+
+describe('the worker settings route', () => {
+  test('when a client names /session in any spelling, explicit or implicit, then the router refuses it with 403 reserved_path', () => {
+    const id = 'A'.repeat(22);
+    for (const url of ['/session', '/SESSION', '/session/', '//session', '/%73ession', '/Session?x=1', `/sessions/${id}/session`, `/sessions/${id}//Session/`]) {
+      assert.throws(() => route(url), (e: WarmpoolError) => e.code === 'reserved_path' && e.status === 403, url);
+    }
+  });
+
+  test('when a path only looks like it, then it is routed as usual', () => {
+    const id = 'A'.repeat(22);
+    assert.deepEqual(route('/sessions'), { kind: 'control', url: '/sessions' });
+    assert.deepEqual(route(`/sessions/${id}/sessions`), { kind: 'explicit', token: id, url: '/sessions' });
+    assert.deepEqual(route('/session-info'), { kind: 'implicit', url: '/session-info' });
+    assert.equal(isSettingsRoute('/v1/session'), false);
   });
 });

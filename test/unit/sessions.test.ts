@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { chooseBackend } from '../../controller/src/backend-choice.js';
 import { expiresAt, reapReason } from '../../controller/src/sessions/reaper.js';
 
 const limits = { idleTimeoutMs: 1000, maxLifetimeMs: 10_000 };
@@ -22,20 +21,5 @@ describe('reaper decisions', () => {
   test('when the expiry is computed, then it is the earlier of idle and lifetime ends', () => {
     assert.equal(expiresAt({ createdAt: 0, lastActivity: 100 }, limits), 1100);
     assert.equal(expiresAt({ createdAt: 0, lastActivity: 9500 }, limits), 10_000);
-  });
-});
-
-describe('backend choice', () => {
-  test('when BACKEND is explicit, then it is used', () => {
-    assert.equal(chooseBackend('local', { inCluster: true, kubeconfig: '/k' }).backend, 'local');
-    assert.equal(chooseBackend('kubernetes', { inCluster: false, kubeconfig: undefined }).backend, 'kubernetes');
-  });
-
-  test('when BACKEND=auto, then a cluster service account or a kubeconfig means kubernetes, and nothing means local', () => {
-    assert.equal(chooseBackend('auto', { inCluster: true, kubeconfig: undefined }).backend, 'kubernetes');
-    const viaFile = chooseBackend('auto', { inCluster: false, kubeconfig: '/home/me/.kube/config' });
-    assert.equal(viaFile.backend, 'kubernetes');
-    assert.match(viaFile.reason, /\/home\/me\/\.kube\/config/);
-    assert.equal(chooseBackend('auto', { inCluster: false, kubeconfig: undefined }).backend, 'local');
   });
 });

@@ -6,17 +6,47 @@ export interface Turn {
   reply: string;
 }
 
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+/** Per-reply choices: from the request, else the session's settings, else the engine's defaults. */
+export interface ReplyOptions {
+  model?: string;
+  temperature?: number;
+  maxTokens?: number;
+}
+
 /** Where replies come from: the built-in model, or an OpenAI-compatible model server. */
 export interface ChatEngine {
-  /** Yields the reply to `message`, token by token, given the earlier turns of this session. */
-  stream(history: readonly Turn[], message: string, signal: AbortSignal): AsyncIterable<string>;
+  /** The model name replies are attributed to when a request names none. */
+  readonly model: string;
+  /** Whether any model name is passed on (a model server decides), or only `model` exists. */
+  readonly forwards: boolean;
+  /** Yields the reply to the conversation `messages` (its last one is the user's new turn), token by token. */
+  stream(messages: readonly ChatMessage[], options: ReplyOptions, signal: AbortSignal): AsyncIterable<string>;
 }
+
+/** The conversation a worker's own history stands for, with the session's system prompt first. */
+export function historyMessages(history: readonly Turn[], system: string | undefined): ChatMessage[] {
+  const messages: ChatMessage[] = system ? [{ role: 'system', content: system }] : [];
+  for (const t of history) messages.push({ role: 'user', content: t.message }, { role: 'assistant', content: t.reply });
+  return messages;
+}
+
+export const LOCAL_MODEL = 'warmpool-bigram';
 
 export function localEngine(model: Model, tokenDelayMs: number): ChatEngine {
   return {
-    async *stream(history, message, signal) {
-      const tokens = model.reply(message, history.length + 1);
-      for (let i = 0; i < tokens.length; i++) {
+    model: LOCAL_MODEL,
+    forwards: false,
+    async *stream(messages, options, signal) {
+      const system = messages.filter((m) => m.role === 'system').map((m) => m.content).join('\n');
+      const turn = messages.filter((m) => m.role === 'user').length;
+      const tokens = model.reply(messages.at(-1)?.content ?? '', turn, system);
+      const count = Math.min(tokens.length, options.maxTokens ?? Infinity);
+      for (let i = 0; i < count; i++) {
         if (i > 0 && tokenDelayMs > 0) await sleep(tokenDelayMs, undefined, { signal });
         yield tokens[i] as string;
       }
@@ -36,12 +66,9 @@ export class UpstreamModelError extends Error {
 export function openAiEngine(baseUrl: string, model: string, apiKey: string | undefined): ChatEngine {
   const url = `${baseUrl.replace(/\/+$/, '')}/chat/completions`;
   return {
-    async *stream(history, message, signal) {
-      const messages = history.flatMap((t) => [
-        { role: 'user', content: t.message },
-        { role: 'assistant', content: t.reply },
-      ]);
-      messages.push({ role: 'user', content: message });
+    model,
+    forwards: true,
+    async *stream(messages, options, signal) {
       let res: Response;
       try {
         res = await fetch(url, {
@@ -50,7 +77,13 @@ export function openAiEngine(baseUrl: string, model: string, apiKey: string | un
             'content-type': 'application/json',
             ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}),
           },
-          body: JSON.stringify({ model, messages, stream: true }),
+          body: JSON.stringify({
+            model: options.model ?? model,
+            messages,
+            stream: true,
+            ...(options.temperature === undefined ? {} : { temperature: options.temperature }),
+            ...(options.maxTokens === undefined ? {} : { max_tokens: options.maxTokens }),
+          }),
           signal,
         });
       } catch (err) {

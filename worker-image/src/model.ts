@@ -4,8 +4,12 @@
  * different answers to different prompts, and streams token by token like an LLM server.
  */
 export interface Model {
-  /** The reply to `message` at conversation turn `turn`, as tokens (words with their spacing). */
-  reply(message: string, turn: number): string[];
+  /**
+   * The reply to `message` at conversation turn `turn`, as tokens (words with their spacing). A
+   * `system` prompt steers it: the reply starts from a word of the prompt when the corpus knows
+   * one, so a session's system setting shows in every reply.
+   */
+  reply(message: string, turn: number, system?: string): string[];
 }
 
 const END = '\u0000';
@@ -13,6 +17,11 @@ const MAX_TOKENS = 40;
 
 function words(text: string): string[] {
   return text.toLowerCase().match(/[a-z']+|[.,:!?]/g) ?? [];
+}
+
+/** Tokens of `text` as the model counts them (words and punctuation): what `usage` reports. */
+export function countTokens(text: string): number {
+  return words(text).length;
 }
 
 /**
@@ -55,9 +64,11 @@ export function trainModel(corpus: string): Model {
   if (vocabulary.length === 0) throw new Error('the corpus has no words');
 
   return {
-    reply(message: string, turn: number): string[] {
-      const random = mulberry32(seed(`${turn}:${message}`));
-      const known = words(message).filter((w) => next.has(w) && /^[a-z]/.test(w));
+    reply(message: string, turn: number, system = ''): string[] {
+      const random = mulberry32(seed(system ? `${turn}:${system}:${message}` : `${turn}:${message}`));
+      const knownIn = (text: string) => words(text).filter((w) => next.has(w) && /^[a-z]/.test(w));
+      const steered = knownIn(system);
+      const known = steered.length > 0 ? steered : knownIn(message);
       let word = known.length > 0
         ? (known[Math.floor(random() * known.length)] as string)
         : (vocabulary[Math.floor(random() * vocabulary.length)] as string);

@@ -25,25 +25,23 @@ const loadDelayMs = intEnv('MODEL_LOAD_DELAY_MS', 0);
 const tokenDelayMs = intEnv('TOKEN_DELAY_MS', 0);
 const corpusPath = process.env.CORPUS_PATH || new URL('../corpus.txt', import.meta.url);
 
-let engine: ChatEngine | undefined;
-const loaded = (async () => {
-  if (process.env.OPENAI_BASE_URL) {
-    engine = openAiEngine(process.env.OPENAI_BASE_URL, process.env.OPENAI_MODEL || 'default', process.env.OPENAI_API_KEY);
-  } else {
-    engine = localEngine(trainModel(await readFile(corpusPath, 'utf8')), tokenDelayMs);
-  }
+async function load(): Promise<ChatEngine> {
+  const engine = process.env.OPENAI_BASE_URL
+    ? openAiEngine(process.env.OPENAI_BASE_URL, process.env.OPENAI_MODEL || 'default', process.env.OPENAI_API_KEY)
+    : localEngine(trainModel(await readFile(corpusPath, 'utf8')), tokenDelayMs);
   await sleep(loadDelayMs);
-})();
-loaded.catch((err: Error) => {
+  return engine;
+}
+
+const engine = load();
+engine.catch((err: Error) => {
   console.error(`model failed to load: ${err.message}`);
   process.exit(1);
 });
 
 const server = createWorker({
-  engine: {
-    stream: (history, message, signal) => (engine as ChatEngine).stream(history, message, signal),
-  },
-  loaded,
+  engine,
+  log: (fields) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), pid: process.pid, ...fields })}\n`),
 });
 server.listen(port, host);
 

@@ -36,3 +36,21 @@ export function checkRequestTarget(url: string): void {
   const q = url.indexOf('?');
   if (hasDotSegment(q < 0 ? url : url.slice(0, q))) throw errors.badRequest('the path has a dot-segment');
 }
+
+/**
+ * Whether a worker path is its settings route, `/session`, in any spelling a worker framework
+ * might route there (any case, percent-escapes, repeated or trailing slashes). The route takes a
+ * session's settings once, from the controller, before the client has its id; a client that
+ * reached it through the router could set a session's system prompt, or a `user` for the
+ * worker's logs, itself.
+ */
+export function isSettingsRoute(url: string): boolean {
+  const q = url.indexOf('?');
+  let path = q < 0 ? url : url.slice(0, q);
+  try {
+    path = decodeURIComponent(path);
+  } catch {
+    // Left as written: a malformed escape is no spelling of /session.
+  }
+  return path.toLowerCase().replace(/[/\\]+/g, '/').replace(/\/$/, '') === '/session';
+}

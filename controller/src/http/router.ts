@@ -1,4 +1,5 @@
-import { checkRequestTarget } from './request-target.js';
+import { errors } from '../errors.js';
+import { checkRequestTarget, isSettingsRoute } from './request-target.js';
 
 /** `/sessions/{id}` and `/sessions/{id}/{rest}`, matched on the raw (undecoded) path. */
 const SESSION_PATH = /^\/sessions\/([^/?#]+)(\/[^?#]*)?$/;
@@ -17,18 +18,20 @@ export function splitUrl(url: string): { path: string; query: string } {
 /**
  * The control API (`/sessions`, `/sessions/{id}`), a session named in the path
  * (`/sessions/{id}/{rest}`, forwarded as `/{rest}`), or any other path, whose session comes from
- * a header or cookie. Throws 400 for a target no ordinary client sends (see request-target).
+ * a header or cookie. Throws 400 for a target no ordinary client sends (see request-target), and
+ * 403 for the worker's settings route, before any session is looked up or claimed.
  */
 export function route(url: string): Route {
   checkRequestTarget(url);
   const { path, query } = splitUrl(url);
   if (path === '/sessions') return { kind: 'control', url: path };
   const m = SESSION_PATH.exec(path);
-  if (!m) return { kind: 'implicit', url };
-  const rest = m[2];
+  const rest = m?.[2];
   // The id never reaches a log line.
-  if (rest === undefined) return { kind: 'control', url: '/sessions/{id}' };
-  return { kind: 'explicit', token: m[1] as string, url: rest + query };
+  if (m && rest === undefined) return { kind: 'control', url: '/sessions/{id}' };
+  const forwarded: Route = m ? { kind: 'explicit', token: m[1] as string, url: rest + query } : { kind: 'implicit', url };
+  if (isSettingsRoute(forwarded.url)) throw errors.reservedPath();
+  return forwarded;
 }
 
 /**

@@ -55,6 +55,11 @@ export interface PoolSnapshot {
   warming: number;
   assigned: number;
   pendingClaims: number;
+  /**
+   * Why this pool cannot serve a session now, when it cannot (a local pool of size 0, or a
+   * worker command that keeps dying before it is ready); /readyz is false while it is set.
+   */
+  problem?: string;
 }
 
 export interface PoolBackend {

@@ -1,0 +1,234 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createMetrics } from '../../controller/src/metrics.js';
+import { rendezvous } from '../../controller/src/pool/kubernetes/claimer.js';
+import { CLAIMED_AT, CLAIMED_BY, SESSION_LABEL, type PodInfo } from '../../controller/src/pool/kubernetes/index.js';
+import { PodCache } from '../../controller/src/pool/kubernetes/pod-cache.js';
+import { SessionIndex } from '../../controller/src/pool/kubernetes/session-index.js';
+import { FakeApi, poolWith } from './fake-kube.js';
+
+const PODS = 5000;
+
+/** A small deterministic generator, so a failing sequence can be replayed. */
+function prng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
+    return s / 0x100000000;
+  };
+}
+
+function podNamed(i: number, rv: number): PodInfo {
+  return {
+    name: `w${i}`, uid: `uid-w${i}-${rv}`, resourceVersion: String(rv), labels: { assigned: 'not_assigned' }, annotations: {},
+    phase: 'Running', ready: true, readySince: 2000, createdAt: 1000, podIP: `127.0.${i >> 8}.${i & 255}`, deleting: false, restartedAt: undefined,
+  };
+}
+
+/** What the indexes must hold, counted from scratch over every pod the watch showed. */
+function recount(pods: Iterable<PodInfo>) {
+  const out = { warm: new Set<string>(), warming: 0, assigned: 0, sessions: new Map<string, string>() };
+  for (const p of pods) {
+    if (p.deleting) continue;
+    if (p.labels.assigned === 'assigned') {
+      out.assigned++;
+      const hash = p.labels[SESSION_LABEL];
+      const restarted = p.restartedAt !== undefined && p.restartedAt >= Date.parse(p.annotations[CLAIMED_AT] ?? '');
+      if (hash && p.podIP && !restarted && p.phase !== 'Failed' && p.phase !== 'Succeeded') out.sessions.set(hash, p.name);
+    } else if (p.labels.assigned === 'not_assigned') {
+      if (p.phase === 'Running' && p.ready && p.podIP) out.warm.add(p.name);
+      else out.warming++;
+    }
+  }
+  return out;
+}
+
+/** One random watch event on the model: an add, a readiness flip, a claim, a failure, a deletion under way, a deletion, a replacement. */
+function step(random: () => number, model: Map<string, PodInfo>, cache: PodCache, rv: { n: number }): void {
+  const i = Math.floor(random() * PODS * 1.2);
+  const old = model.get(`w${i}`);
+  const r = random();
+  if (!old) {
+    const pod = podNamed(i, ++rv.n);
+    model.set(pod.name, pod);
+    cache.upsert(pod);
+    return;
+  }
+  if (r < 0.15) {
+    model.delete(old.name);
+    cache.remove(old);
+    return;
+  }
+  let next: PodInfo = { ...old, resourceVersion: String(++rv.n) };
+  if (r < 0.45) next = { ...next, ready: !old.ready };
+  else if (r < 0.75 && old.labels.assigned === 'not_assigned') {
+    const at = new Date(1_700_000_000_000 + rv.n).toISOString();
+    next = { ...next, labels: { assigned: 'assigned', [SESSION_LABEL]: rv.n.toString(16).padStart(40, '0') }, annotations: { [CLAIMED_AT]: at } };
+  } else if (r < 0.85) next = { ...next, phase: random() < 0.5 ? 'Failed' : 'Pending' };
+  else if (r < 0.95) next = { ...next, deleting: true };
+  else if (r < 0.97) next = { ...next, podIP: undefined };
+  else next = podNamed(i, rv.n); // another pod under the same name, its predecessor's deletion missed
+  model.set(next.name, next);
+  cache.upsert(next);
+}
+
+describe('kubernetes pod cache', () => {
+  test(`when ${PODS} cached pods get a random sequence of watch events, then the claimable set, the counts and the session index equal a recount from scratch`, () => {
+    const random = prng(11);
+    const rank = rendezvous(7);
+    const sessions = new SessionIndex('assigned');
+    const cache = new PodCache({ labelKey: 'assigned', rank, sessions, metrics: createMetrics(), onClaimable: () => undefined });
+    const model = new Map<string, PodInfo>();
+    const rv = { n: 0 };
+    for (let i = 0; i < PODS; i++) {
+      const pod = podNamed(i, ++rv.n);
+      model.set(pod.name, pod);
+      cache.upsert(pod);
+    }
+    for (let round = 0; round < 10; round++) {
+      for (let e = 0; e < 2000; e++) step(random, model, cache, rv);
+      const want = recount(model.values());
+      assert.deepEqual(new Set(cache.claimable()), want.warm, `claimable set after round ${round}`);
+      assert.deepEqual(cache.counts(), { warm: want.warm.size, warming: want.warming, assigned: want.assigned }, `counts after round ${round}`);
+      assert.deepEqual(new Map([...sessions.hashes()].map((h) => [h, sessions.get(h)?.name])), want.sessions, `session index after round ${round}`);
+      const best = [...want.warm].reduce<string | undefined>((a, b) => (a === undefined || rank(b) > rank(a) ? b : a), undefined);
+      assert.equal(cache.best()?.name, best, 'the preferred candidate is the highest-ranked claimable pod');
+    }
+  });
+
+  test(`when ${PODS} pods are warm, then 200 claims each take a distinct pod and the counts follow`, async () => {
+    const api = new FakeApi();
+    for (let i = 0; i < PODS; i++) api.addWarm(`w${i}`, `127.0.${i >> 8}.${i & 255}`);
+    const { pool } = await poolWith(api);
+    const claimed = [];
+    for (let i = 0; i < 200; i++) claimed.push(await pool.claim({ hash: i.toString(16).padStart(40, '0'), client: 'c' }));
+    assert.equal(new Set(claimed.map((s) => s.worker)).size, 200);
+    assert.deepEqual({ ...pool.snapshot(), pendingClaims: 0 }, { backend: 'kubernetes', warm: PODS - 200, warming: 0, assigned: 200, pendingClaims: 0 });
+    // The watch catches up with the claims: nothing changes.
+    for (const s of claimed) api.handlers.upsert(api.pods.get(s.worker) as PodInfo);
+    assert.equal(pool.snapshot().assigned, 200);
+    assert.ok(claimed.every((s) => pool.lookup(s.hash)?.worker === s.worker));
+    await pool.stop();
+  });
+});
+
+describe('kubernetes claim reservations', () => {
+  test('when the watch delivers an event older than this replica\'s claim, then the claim stands: found by hash, not claimable again', async () => {
+    const api = new FakeApi();
+    const before = api.addWarm('w1', '127.0.9.1');
+    const { pool } = await poolWith(api, 50);
+    const s = await pool.claim({ hash: 'a'.repeat(40), client: 'c' });
+    // A status update written just before the claim, delivered after its answer.
+    api.handlers.upsert({ ...before, readySince: 2500 });
+    assert.equal(pool.lookup(s.hash)?.worker, 'w1');
+    assert.deepEqual([pool.snapshot().warm, pool.snapshot().assigned], [0, 1]);
+    await assert.rejects(pool.claim({ hash: 'b'.repeat(40), client: 'c' }), { code: 'no_warm_worker' });
+    assert.equal(api.patches, 1, 'the reserved pod was not tried again');
+    await pool.stop();
+  });
+
+  test('when the watch shows the claim, then the reservation goes and the watch speaks for the pod again', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    const { pool } = await poolWith(api);
+    const gone: string[] = [];
+    pool.onGone((_h, _w, kind, why) => gone.push(`${kind}:${why}`));
+    const s = await pool.claim({ hash: 'c'.repeat(40), client: 'c' });
+    const claimed = api.pods.get('w1') as PodInfo;
+    api.handlers.upsert(claimed);
+    // Had the reservation stayed, it would hide this deletion from the index.
+    api.handlers.upsert({ ...claimed, resourceVersion: String(++api.version), deleting: true });
+    assert.deepEqual(gone, ['lost:pod deleted']);
+    assert.equal(pool.lookup(s.hash), undefined);
+    await pool.stop();
+  });
+
+  test('when a relist shows the claimed pod past the claim\'s version, then the reservation goes too', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    const { pool } = await poolWith(api);
+    const s = await pool.claim({ hash: 'd'.repeat(40), client: 'c' });
+    const later = { ...(api.pods.get('w1') as PodInfo), resourceVersion: String(++api.version), phase: 'Failed' };
+    api.handlers.upsert(later);
+    assert.equal(pool.lookup(s.hash), undefined, 'the failed pod no longer serves the session');
+    await pool.stop();
+  });
+});
+
+describe('kubernetes pool size and Events', () => {
+  test('when someone else scales the pool Deployment, then the replicas are set back to the pool size', async () => {
+    const api = new FakeApi();
+    const { pool } = await poolWith(api, 200, { poolSizeCheckMs: 10 });
+    assert.equal(api.scaled, 3);
+    api.scaled = 7;
+    for (let i = 0; i < 200 && api.scaled !== 3; i++) await sleep(10);
+    assert.equal(api.scaled, 3);
+    await pool.stop();
+  });
+
+  test('when the pool Deployment is missing, then the pool is not ready, and becomes ready once it exists', async () => {
+    const api = new FakeApi();
+    api.deployment = false;
+    const { pool } = await poolWith(api, 200, { poolSizeCheckMs: 10 });
+    await sleep(30);
+    assert.equal(pool.isReady(), false);
+    api.deployment = true;
+    for (let i = 0; i < 300 && !pool.isReady(); i++) await sleep(10);
+    assert.equal(pool.isReady(), true);
+    await pool.stop();
+  });
+
+  test('when a pod is claimed, ended and lost, then Events say so with the pool and the hash prefix, and a failing Event write fails nothing', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    api.addWarm('w2', '127.0.9.2');
+    api.addWarm('w3', '127.0.9.3');
+    const { pool } = await poolWith(api);
+    const a = await pool.claim({ hash: '1'.repeat(40), client: 'c' });
+    const b = await pool.claim({ hash: '2'.repeat(40), client: 'c' });
+    assert.equal(await pool.release(a, 'idle'), true);
+    const podB = api.pods.get(b.worker) as PodInfo;
+    assert.equal(podB.annotations[CLAIMED_BY], 'test-replica');
+    api.handlers.remove(podB);
+    await sleep(0);
+    const seen = api.events.map((e) => `${e.pod.name} ${e.reason} ${e.type}: ${e.message}`);
+    assert.deepEqual(seen, [
+      `${a.worker} Claimed Normal: pool chatbot-worker: claimed for session 111111111111 by test-replica`,
+      `${b.worker} Claimed Normal: pool chatbot-worker: claimed for session 222222222222 by test-replica`,
+      `${a.worker} Ended Normal: pool chatbot-worker: session 111111111111 ended (idle) by test-replica`,
+      `${b.worker} Lost Warning: pool chatbot-worker: session 222222222222 lost (pod deleted)`,
+    ]);
+    api.failEvents = true;
+    const free = ['w1', 'w2', 'w3'].find((n) => n !== a.worker && n !== b.worker);
+    assert.equal((await pool.claim({ hash: '3'.repeat(40), client: 'c' })).worker, free);
+    await pool.stop();
+  });
+});
+
+describe('kubernetes API server that does not answer', () => {
+  test('when a claim write gets no answer, then the claims queued behind it fail at once with backend_unavailable, and claims work again once the API server answers', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    const { pool } = await poolWith(api, 60_000);
+    api.down = true;
+    api.beforePatch = () => {
+      api.beforePatch = undefined;
+      throw Object.assign(new Error('kubernetes patch cancelled'), { code: 'ETIMEDOUT' });
+    };
+    const first = pool.claim({ hash: '4'.repeat(40), client: 'c' });
+    const queued = pool.claim({ hash: '5'.repeat(40), client: 'c' });
+    await assert.rejects(first, { code: 'backend_unavailable' });
+    await assert.rejects(queued, { code: 'backend_unavailable' }, 'the queued claim did not wait out its 60 s timeout');
+    await assert.rejects(pool.claim({ hash: '6'.repeat(40), client: 'c' }), { code: 'backend_unavailable' }, 'claims fail fast while it does not answer');
+    api.down = false;
+    api.handlers.upsert(api.addWarm('w2', '127.0.9.2'));
+    let again: string | undefined;
+    for (let i = 0; i < 200 && again === undefined; i++) {
+      again = await pool.claim({ hash: '6'.repeat(40), client: 'c' }).then((s) => s.worker, () => undefined);
+      if (again === undefined) await sleep(10);
+    }
+    assert.ok(again === 'w1' || again === 'w2', 'a claim succeeds once the API server answers');
+    await pool.stop();
+  });
+});
