@@ -107,7 +107,7 @@ pause_archive="$(archive_of localhost/warmpool/pause "$pause_key" "$pause_ctx" -
 # --- the repository's images, from its Dockerfiles as they are ------------------------
 # Keyed by the base and every file the build context can see (tracked or not, .dockerignore'd
 # paths left out as the builder leaves them out).
-ctx_key="$( (echo "$base_key"; sha256sum "$here/images.sh"; cd "$repo" && git ls-files -co --exclude-standard -- \
+ctx_key="$( (echo "$base_key"; sha256sum <"$here/images.sh"; cd "$repo" && git ls-files -co --exclude-standard -- \
   Dockerfile .dockerignore package.json package-lock.json tsconfig.base.json controller worker-image \
   | grep -vE '(^|/)(node_modules|dist)/|\.tsbuildinfo$' | sort | xargs sha256sum) | sha)"
 # The machine's TLS trust, for npm inside the build (a proxy may re-sign the registry's
