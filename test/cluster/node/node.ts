@@ -16,13 +16,12 @@ import { join } from 'node:path';
 import { ensureBinaries, startControlPlane, tierCommand, waitUsable } from '../controlplane.js';
 import { type Identity, log } from '../tier.js';
 import type { Kube } from '../kube.js';
-import { nodeDir, nodeTier as tier, type NodeState, nodeStatePath, NODE_NAME } from './paths.js';
+import { CGROUP_ROOT, containerdDir, containerdSocket, nodeDir, nodeTier as tier, type NodeState, nodeStatePath, NODE_NAME } from './paths.js';
 import { BRIDGE, CLUSTER_CIDR, KUBERNETES_SERVICE_IP, NODE_IP, POD_SUBNET, readSysctls, SERVICE_CIDR, setUp, sh } from './net.js';
 import { snapshot } from './host.js';
 import { down } from './teardown.js';
 
 const here = import.meta.dirname;
-const CGROUP_ROOT = 'warmpool-node';
 const KUBE_ROUTER_USER = 'warmpool:kube-router';
 
 /** What kube-router's NetworkPolicy controller reads (its own manifests' role, less the router's writes). */
@@ -42,8 +41,7 @@ async function grantKubeRouter(admin: Kube): Promise<void> {
     subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: KUBE_ROUTER_USER }],
   });
 }
-const containerdDir = join(nodeDir, 'containerd');
-export const containerdSocket = join(containerdDir, 'containerd.sock');
+
 
 function identities(): Identity[] {
   return [

@@ -9,6 +9,10 @@ export const NODE_NAME = 'warmpool-node';
 export const nodeDir = join(repoRoot, '.node-cluster');
 export const nodeTier = new Tier(nodeDir);
 export const nodeStatePath = join(nodeDir, 'node.json');
+/** The tier's cgroup in every v1 hierarchy (kubelet's cgroupRoot). */
+export const CGROUP_ROOT = 'warmpool-node';
+export const containerdDir = join(nodeDir, 'containerd');
+export const containerdSocket = join(containerdDir, 'containerd.sock');
 
 export interface NodeState {
   /** The host before `up` changed anything; `down` must leave it so. */

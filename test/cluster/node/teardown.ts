@@ -11,10 +11,8 @@ import { log, signal } from '../tier.js';
 import { markedPids } from '../procs.js';
 import { differences, HOST_PATHS, restoreRules, snapshot } from './host.js';
 import { tearDown } from './net.js';
-import { nodeDir, nodeStatePath, nodeTier as tier, type NodeState } from './paths.js';
+import { CGROUP_ROOT, containerdSocket, nodeDir, nodeStatePath, nodeTier as tier, type NodeState } from './paths.js';
 
-const CGROUP_ROOT = 'warmpool-node';
-const containerdSocket = join(nodeDir, 'containerd', 'containerd.sock');
 
 function quiet(cmd: string, args: string[], timeoutMs = 60_000): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs });
