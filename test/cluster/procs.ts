@@ -3,11 +3,11 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { clusterDir } from './paths.js';
 
 /**
- * Pids of processes marked as ours (WARMPOOL_CLUSTER=<this dir>), this process excluded;
- * with `anyCluster`, those of every loopback cluster on this machine.
+ * Pids of processes marked as ours (WARMPOOL_CLUSTER=<dir>, the loopback cluster's by default),
+ * this process excluded; with `anyCluster`, those of every cluster on this machine.
  */
-export function markedPids(anyCluster = false): number[] {
-  const mark = Buffer.from(anyCluster ? '\0WARMPOOL_CLUSTER=' : `\0WARMPOOL_CLUSTER=${clusterDir}\0`);
+export function markedPids(anyCluster = false, dir = clusterDir): number[] {
+  const mark = Buffer.from(anyCluster ? '\0WARMPOOL_CLUSTER=' : `\0WARMPOOL_CLUSTER=${dir}\0`);
   const pids: number[] = [];
   for (const entry of readdirSync('/proc')) {
     const pid = Number(entry);

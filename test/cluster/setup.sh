@@ -8,6 +8,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.sh
 source "$here/versions.sh"
+# shellcheck source=gobuild.sh
+source "$here/gobuild.sh"
 
 if ! command -v etcd >/dev/null 2>&1; then
   echo "setup: installing etcd-server (Debian)" >&2
@@ -39,18 +41,9 @@ start=$(date +%s)
 tmp="$K8S_BIN_DIR.tmp.$$"
 rm -rf "$tmp" && mkdir -p "$tmp"
 trap 'rm -rf "$tmp"' EXIT
-minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
-ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
-done
 pkgs=()
 for b in $K8S_BINARIES; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
-# -mod=readonly: the committed go.sum is the whole list of what may be downloaded; a
-# build that wants more fails instead of widening it silently. -buildvcs=false: the
-# binaries are stamped with the Kubernetes release, not with this repository's commit.
-(cd "$here/k8s" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" \
-  go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}")
+go_build_k8s "$tmp" "${pkgs[@]}"
 mkdir -p "$(dirname "$K8S_BIN_DIR")"
 rm -rf "$K8S_BIN_DIR"
 mv "$tmp" "$K8S_BIN_DIR"
