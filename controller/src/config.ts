@@ -91,18 +91,6 @@ const localPools: Parser<readonly LocalPoolSpec[]> = (raw) => {
 /** A Kubernetes label key or value (qualified name rules, simplified to what labels accept). */
 const LABEL_PART = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 
-const selector: Parser<Record<string, string>> = (raw) => {
-  const out: Record<string, string> = {};
-  for (const part of raw.split(',')) {
-    const [key, value, extra] = part.trim().split('=');
-    if (key === undefined || value === undefined || extra !== undefined || !LABEL_PART.test(key) || !LABEL_PART.test(value)) {
-      throw new BadValue(`must be key=value[,key=value], got ${JSON.stringify(raw)}`);
-    }
-    out[key] = value;
-  }
-  return out;
-};
-
 const tokenList: Parser<string[]> = (raw) => {
   const tokens = raw.split(/[\s,]+/).filter(Boolean);
   for (const t of tokens) {
@@ -131,8 +119,6 @@ export const CONFIG_KEYS = {
   LISTEN_HOST: key('0.0.0.0', 'Address both ports bind to.', text),
   BACKEND: key('auto', 'Pool backend: `kubernetes`, `local` (worker processes on 127.0.0.1), or `auto` (kubernetes when in a cluster, or when a kubeconfig has a current context whose cluster has a server; else local).', oneOf('auto', 'kubernetes', 'local')),
   NAMESPACE: key('warmpool', 'Namespace of the worker pods (kubernetes backend).', pattern(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'a namespace name')),
-  POOL_DEPLOYMENT: key('chatbot-worker', 'Deployment that keeps the warm pods (kubernetes backend).', pattern(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'a deployment name')),
-  POOL_SELECTOR: key('app.kubernetes.io/name=chatbot-worker', 'Labels that mark the pool\'s pods, `key=value[,key=value]`.', selector),
   POOL_LABEL_KEY: key('assigned', 'Label whose value is `not_assigned` on warm pods and `assigned` on claimed ones.', pattern(LABEL_PART, 'a label key')),
   POOL_SIZE: key('3', 'Warm workers to keep ready, in each pool that does not say otherwise.', integer(0, 10000)),
   POOL_MIN_SIZE: key('', 'Default smallest size of a kubernetes pool (its Deployment\'s `warmpool.dev/min-size` annotation overrides it). Empty: `POOL_SIZE`.', optional(integer(0, 10000))),
@@ -222,13 +208,8 @@ export function parseConfig(env: Env, readFile = (p: string) => readFileSync(p, 
     out.API_TOKENS = Object.freeze(readTokens(out, readFile));
   });
   delete out.API_TOKENS_FILE;
-  const selector = out.POOL_SELECTOR as Record<string, string> | undefined;
-  if (selector && out.POOL_LABEL_KEY !== undefined && selector[out.POOL_LABEL_KEY as string] !== undefined) {
-    problems.push({ variable: 'POOL_SELECTOR', message: 'must not contain POOL_LABEL_KEY: warmpool manages that label itself' });
-  }
   const clash = portClash(env, out);
   if (clash) problems.push(clash);
   if (problems.length > 0) throw new ConfigError(problems);
-  out.POOL_SELECTOR = Object.freeze(selector);
   return Object.freeze(out) as unknown as Config;
 }

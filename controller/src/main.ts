@@ -41,6 +41,9 @@ const choice = chooseBackend(config.BACKEND, {
     : [path.join(os.homedir(), '.kube', 'config')]),
 });
 logger.info({ backend: choice.backend, reason: choice.reason, replica }, 'backend chosen');
+for (const gone of ['POOL_DEPLOYMENT', 'POOL_SELECTOR']) {
+  if (process.env[gone]) logger.warn({ variable: gone }, `${gone} is no longer read: a pool is any Deployment labelled warmpool.dev/pool=<name> (docs/operations.md, Pools)`);
+}
 
 const retryAfterS = Math.max(1, Math.ceil(config.CLAIM_TIMEOUT_MS / 1000));
 const queue = new ClaimQueue({

@@ -183,7 +183,7 @@ describe('bad input', () => {
   });
 
   test('when an environment value is bad, then the controller exits 1 naming the variable', () => {
-    const bad: [string, string][] = [['POOL_SIZE', 'three'], ['PORT', '70000'], ['AUTO_SESSION', 'maybe'], ['POOL_SELECTOR', 'no-equals'], ['API_TOKENS', 'short']];
+    const bad: [string, string][] = [['POOL_SIZE', 'three'], ['PORT', '70000'], ['AUTO_SESSION', 'maybe'], ['LOCAL_POOLS', 'no-equals'], ['API_TOKENS', 'short']];
     for (const [name, value] of bad) {
       const run = spawnSync(process.execPath, ['controller/dist/main.js'], { cwd: ROOT, env: { ...process.env, [name]: value }, encoding: 'utf8', timeout: 20_000 });
       assert.equal(run.status, 1, `${name}=${value}`);

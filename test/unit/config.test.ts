@@ -20,26 +20,28 @@ describe('configuration', () => {
     assert.equal(c.ADMIN_PORT, 9090);
     assert.equal(c.POOL_SIZE, 3);
     assert.equal(c.POOL_LABEL_KEY, 'assigned');
-    assert.deepEqual(c.POOL_SELECTOR, { 'app.kubernetes.io/name': 'chatbot-worker' });
+    assert.deepEqual(c.LOCAL_POOLS, []);
+    assert.equal(c.DEFAULT_POOL, undefined);
+    assert.equal(c.MAX_SETTINGS_BYTES, 16384);
     assert.equal(c.AUTO_SESSION, true);
     assert.deepEqual(c.API_TOKENS, []);
     assert.ok(Object.isFrozen(c), 'Object.isFrozen(c)');
-    assert.ok(Object.isFrozen(c.POOL_SELECTOR), 'Object.isFrozen(c.POOL_SELECTOR)');
+    assert.ok(Object.isFrozen(c.LOCAL_POOLS), 'Object.isFrozen(c.LOCAL_POOLS)');
   });
 
   test('when values are set, then they are parsed to their types', () => {
-    const c = parseConfig({ POOL_SIZE: '7', AUTO_SESSION: 'false', SESSION_IDLE_TIMEOUT_S: '0.5', POOL_SELECTOR: 'a=b, c.d/e=f', BACKEND: 'local' });
+    const c = parseConfig({ POOL_SIZE: '7', AUTO_SESSION: 'false', SESSION_IDLE_TIMEOUT_S: '0.5', LOCAL_POOLS: 'a=2; b=0:node x.js --flag', BACKEND: 'local' });
     assert.equal(c.POOL_SIZE, 7);
     assert.equal(c.AUTO_SESSION, false);
     assert.equal(c.SESSION_IDLE_TIMEOUT_S, 0.5);
-    assert.deepEqual(c.POOL_SELECTOR, { a: 'b', 'c.d/e': 'f' });
+    assert.deepEqual(c.LOCAL_POOLS, [{ name: 'a', size: 2, command: '' }, { name: 'b', size: 0, command: 'node x.js --flag' }]);
     assert.equal(c.BACKEND, 'local');
   });
 
   test('when a value is bad, then the error names the variable', () => {
     const cases: [string, string][] = [
       ['PORT', '-1'], ['PORT', '8080x'], ['POOL_SIZE', '1.5'], ['BACKEND', 'docker'], ['AUTO_SESSION', 'perhaps'],
-      ['SESSION_IDLE_TIMEOUT_S', 'soon'], ['SESSION_MAX_LIFETIME_S', '0'], ['POOL_SELECTOR', 'a=b=c'], ['POOL_SELECTOR', 'assigned=x'],
+      ['SESSION_IDLE_TIMEOUT_S', 'soon'], ['SESSION_MAX_LIFETIME_S', '0'], ['LOCAL_POOLS', 'a=b'], ['LOCAL_POOLS', 'a=1;a=2'], ['LOCAL_POOLS', 'Big=1'], ['DEFAULT_POOL', 'Bad_Name'], ['POOL_MIN_SIZE', 'x'],
       ['NAMESPACE', 'Bad_Name'], ['LOG_LEVEL', 'loud'], ['API_TOKENS', 'tooshort'], ['SESSION_COOKIE', 'a b'], ['SESSION_CREATE_RATE', '-1'], ['SESSION_CREATE_RATE', 'fast'],
     ];
     for (const [name, value] of cases) {
@@ -50,8 +52,8 @@ describe('configuration', () => {
   });
 
   test('when several values are bad, then one error lists every one of them, each line naming its variable', () => {
-    const err = errorFor({ PORT: 'x', POOL_SIZE: '-2', BACKEND: 'docker', LOG_LEVEL: 'loud', POOL_SELECTOR: 'assigned=x' });
-    assert.deepEqual(err.problems.map((p) => p.variable).sort(), ['BACKEND', 'LOG_LEVEL', 'POOL_SELECTOR', 'POOL_SIZE', 'PORT']);
+    const err = errorFor({ PORT: 'x', POOL_SIZE: '-2', BACKEND: 'docker', LOG_LEVEL: 'loud', LOCAL_POOLS: 'x' });
+    assert.deepEqual(err.problems.map((p) => p.variable).sort(), ['BACKEND', 'LOCAL_POOLS', 'LOG_LEVEL', 'POOL_SIZE', 'PORT']);
     const lines = err.message.split('\n');
     assert.equal(lines.length, 5);
     for (const [i, p] of err.problems.entries()) assert.ok(lines[i]?.startsWith(`${p.variable}: `), lines[i]);
