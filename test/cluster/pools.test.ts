@@ -148,4 +148,23 @@ describe('several pools on the loopback cluster', () => {
       await sweeper.stop();
     }
   });
+
+  test('when a session is created with settings, then its worker has them and no Kubernetes object in the namespace holds them', async () => {
+    const marker = `settings-marker-${Date.now().toString(36)}`;
+    const res = await fetch(`${c.base}/sessions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ pool: POOL_NAME, settings: { system: 'containers and labels', user: marker } }),
+    });
+    assert.equal(res.status, 201);
+    const { id } = (await res.json()) as { id: string };
+    assert.match((await chat(c, id, 'hello')).reply, /^(Containers|Labels)\b/, 'the system prompt steers the reply');
+    const kinds = ['/api/v1/namespaces/{ns}/pods', '/api/v1/namespaces/{ns}/events', '/api/v1/namespaces/{ns}/configmaps', '/api/v1/namespaces/{ns}/secrets',
+      '/apis/apps/v1/namespaces/{ns}/deployments', '/apis/apps/v1/namespaces/{ns}/replicasets'];
+    for (const path of kinds) {
+      const objects = JSON.stringify(await f.kube.get(path.replace('{ns}', f.ns)));
+      assert.ok(!objects.includes(marker), `${path} holds no settings`);
+    }
+    await fetch(`${c.base}/sessions/${id}`, { method: 'DELETE' });
+  });
 });

@@ -9,6 +9,8 @@ import { BODY_ALLOWANCE, bodyError, hasBody, parseSessionRequest, type SessionRe
 export interface ControlApiDeps {
   sessions: Sessions;
   maxSettingsBytes: number;
+  /** MAX_BODY_BYTES: no body on the client port is larger. */
+  maxBodyBytes: number;
   /** Throws 401 unless the request carries a valid API token (when auth is on). */
   authorize: (req: http.IncomingMessage) => void;
   /** Checks limits, claims and delivers the settings: the same path an implicit session takes. */
@@ -23,11 +25,13 @@ export function createControlApi(deps: ControlApiDeps): express.Express {
   const api = express();
   api.disable('x-powered-by');
   api.set('etag', false);
-  const limit = deps.maxSettingsBytes + BODY_ALLOWANCE;
+  const limit = Math.min(deps.maxBodyBytes, deps.maxSettingsBytes + BODY_ALLOWANCE);
   const json = express.json({ limit, strict: true, type: ['application/json', 'application/*+json'] });
-  // Who asks is checked before what they send is read.
+  // Who asks is checked before what they send is read, and a body declared too large is
+  // refused before it is sent (whatever its type).
   api.post('/sessions', (req, _res, next) => {
     deps.authorize(req);
+    if (Number(req.headers['content-length'] ?? 0) > limit) throw errors.bodyTooLarge(limit);
     next();
   }, json, async (req, res) => {
     if (req.body === undefined && hasBody(req)) throw errors.unsupportedMediaType();

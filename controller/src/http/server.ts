@@ -80,6 +80,7 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
   const app = createControlApi({
     sessions,
     maxSettingsBytes: config.MAX_SETTINGS_BYTES,
+    maxBodyBytes: config.MAX_BODY_BYTES,
     authorize: credentials.authorize,
     createSession,
     sessionCookie: credentials.sessionCookie,
