@@ -80,11 +80,8 @@ describe('how sessions end', () => {
   });
 });
 
-/** A controller with one slow reply streaming to a client, its first token read. */
-async function midStream(shutdownTimeoutS: string): Promise<{ c: Controller; reader: ReadableStreamDefaultReader<Uint8Array> }> {
-  const c = await startController({ TOKEN_DELAY_MS: '400', SHUTDOWN_TIMEOUT_S: shutdownTimeoutS, POOL_SIZE: '1' });
-  await waitWarm(c, 1);
-  const id = await createSession(c);
+/** A long reply streaming from the session's worker, its first token already read. */
+async function streamReply(c: Controller, id: string): Promise<ReadableStreamDefaultReader<Uint8Array>> {
   const res = await fetch(`${c.base}/sessions/${id}/chat`, {
     method: 'POST',
     headers: { accept: 'text/event-stream' },
@@ -92,7 +89,14 @@ async function midStream(shutdownTimeoutS: string): Promise<{ c: Controller; rea
   });
   const reader = (res.body as ReadableStream<Uint8Array>).getReader();
   await reader.read();
-  return { c, reader };
+  return reader;
+}
+
+/** A controller with one slow reply streaming to a client. */
+async function midStream(shutdownTimeoutS: string): Promise<{ c: Controller; reader: ReadableStreamDefaultReader<Uint8Array> }> {
+  const c = await startController({ TOKEN_DELAY_MS: '400', SHUTDOWN_TIMEOUT_S: shutdownTimeoutS, POOL_SIZE: '1' });
+  await waitWarm(c, 1);
+  return { c, reader: await streamReply(c, await createSession(c)) };
 }
 
 describe('shutdown', () => {
@@ -105,13 +109,7 @@ describe('shutdown', () => {
       const pids = childPids(c.proc.pid as number);
       return pids.length === 3 ? pids : undefined;
     });
-    const res = await fetch(`${c.base}/sessions/${id}/chat`, {
-      method: 'POST',
-      headers: { accept: 'text/event-stream' },
-      body: JSON.stringify({ message: 'a long answer about pools and labels and workers' }),
-    });
-    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
-    await reader.read();
+    const reader = await streamReply(c, id);
     const exited = c.stop();
     let body = '';
     for (;;) {
