@@ -13,7 +13,7 @@ export interface ControlApiDeps {
   maxBodyBytes: number;
   /** Throws 401 unless the request carries a valid API token (when auth is on). */
   authorize: (req: http.IncomingMessage) => void;
-  /** Checks limits, claims and delivers the settings: the same path an implicit session takes. */
+  /** Checks limits, claims and delivers the settings (after `authorize`): the path an implicit session takes too. */
   createSession: (req: http.IncomingMessage, res: http.ServerResponse, request: SessionRequest) => Promise<{ token: string; worker: SessionWorker }>;
   sessionCookie: (token: string) => string;
   fail: (res: http.ServerResponse, err: unknown) => void;

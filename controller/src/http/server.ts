@@ -50,8 +50,8 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
   const { config, sessions, forwarder, observer, logger } = deps;
   const credentials = createCredentials(config);
 
+  /** Checks limits, claims and delivers the settings; the caller has authorized the request. */
   async function createSession(req: http.IncomingMessage, res: http.ServerResponse, request: SessionRequest): Promise<{ token: string; worker: SessionWorker }> {
-    credentials.authorize(req);
     return sessions.create(credentials.clientOf(req), { ...request, reqId: req.headers['x-request-id'] as string, signal: clientLeft(res) });
   }
 
@@ -94,6 +94,7 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
       return;
     }
     if (!config.AUTO_SESSION) throw errors.notFound();
+    credentials.authorize(req);
     // A request announcing a body over the limit is refused before it costs a pod (the forwarder
     // would refuse it anyway, after the claim).
     if (Number(req.headers['content-length'] ?? 0) > config.MAX_BODY_BYTES) throw errors.bodyTooLarge(config.MAX_BODY_BYTES);
