@@ -347,6 +347,9 @@ describe('kubernetes backend: faults under load', () => {
         await load(30);
       }
 
+      // Healed means the pool has refilled too: after an etcd restart the ReplicaSet controller
+      // can sit in its own retry backoff for several seconds before it replaces claimed pods.
+      await waitUntil('the pool refilled after the faults', () => f.warmReady(POOL_SIZE - 1), 120_000);
       enter('clean');
       const firstClean = sessions.length;
       await load(150);
