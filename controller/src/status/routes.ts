@@ -82,7 +82,7 @@ export function addStatusRoutes(app: Express, { reporter, auth, page }: StatusRo
   });
   app.get('/status.json', async (req, res) => {
     if (!auth.allowed(req)) return void res.status(401).json({ error: 'unauthorized', message: 'log in at / or send a bearer token of API_TOKENS' });
-    res.json(await reporter.report());
+    res.json({ ...(await reporter.report()), auth: auth.on });
   });
   app.post('/login', express.urlencoded({ extended: false, limit: '4kb' }), (req, res) => {
     if (!sameOrigin(req)) return void res.status(403).json({ error: 'forbidden', message: 'cross-site login refused' });
