@@ -26,6 +26,10 @@ function text(x: number, y: number, content: string, anchor = 'end'): SVGTextEle
   return t;
 }
 
+function ago(ms: number): string {
+  return ms < 120_000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60_000)} min`;
+}
+
 /** A scale's top: the smallest of 1, 2, 5 times a power of ten at or above `max`. */
 export function niceMax(max: number): number {
   if (!(max > 0)) return 1;
@@ -49,13 +53,18 @@ export function drawChart(host: Element, times: readonly number[], series: reado
     el('line', { class: 'axis', x1: LEFT, y1: 0, x2: W, y2: 0 }),
     text(LEFT - 3, 4, `${+top.toPrecision(3)}${unit}`),
     text(LEFT - 3, H, '0'),
-    text(LEFT, H + 13, span > 0 ? `−${Math.round(span / 60000) || '<1'} min` : '', 'start'),
+    text(LEFT, H + 13, span > 0 ? `−${ago(span)}` : '', 'start'),
     text(W, H + 13, 'now'),
   );
   for (const s of series) {
     let run: string[] = [];
+    // A value alone between gaps (one interval with claims) is a dot: a line needs two.
     const flush = () => {
-      if (run.length > 0) svg.append(el('polyline', { class: s.cls, points: run.join(' ') }));
+      if (run.length > 1) svg.append(el('polyline', { class: s.cls, points: run.join(' ') }));
+      if (run.length === 1) {
+        const [cx, cy] = (run[0] as string).split(',');
+        svg.append(el('circle', { class: s.cls, cx: cx as string, cy: cy as string, r: 2.5 }));
+      }
       run = [];
     };
     s.values.forEach((v, i) => {

@@ -36,7 +36,7 @@ export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
     + "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   'x-content-type-options': 'nosniff',
   'x-frame-options': 'DENY',
-  'referrer-policy': 'no-referrer',
+  'referrer-policy': 'same-origin',
   'cross-origin-opener-policy': 'same-origin',
   'cross-origin-resource-policy': 'same-origin',
   'permissions-policy': 'camera=(), microphone=(), geolocation=(), interest-cohort=()',
@@ -47,7 +47,8 @@ const FAILED_LOGIN = '<p class="error" role="alert">That token is not one of API
 
 /**
  * A login form may only be posted by this origin's own page: a browser names the page that
- * posted (Origin, Sec-Fetch-Site), and another site's form is refused.
+ * posted (Origin, Sec-Fetch-Site), and another site's form is refused. (The referrer policy is
+ * `same-origin`, not `no-referrer`, because under the latter a browser sends `Origin: null`.)
  */
 function sameOrigin(req: Request): boolean {
   const site = req.headers['sec-fetch-site'];
