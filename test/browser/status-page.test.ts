@@ -5,7 +5,7 @@
  * .artifacts/ (git-ignored).
  */
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -74,6 +74,7 @@ describe('status page in Chromium', () => {
   let browser: Browser;
   let c: Controller;
   before(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: run bash test/browser/setup.sh (or set CHROMIUM_PATH)`);
     mkdirSync(ARTIFACTS, { recursive: true });
     [browser, c] = await Promise.all([
       chromium.launch({ executablePath: CHROMIUM, args: QUIET, headless: true }),
