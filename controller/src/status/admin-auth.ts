@@ -1,21 +1,13 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type http from 'node:http';
 import type { Config } from '../config.js';
-import { createCredentials, tokenMatcher } from '../http/credentials.js';
+import { cookieValue, createCredentials, tokenMatcher } from '../http/credentials.js';
 
 export const ADMIN_COOKIE = 'warmpool_admin';
 /** A login lasts a working day; a restart of the replica ends it sooner (the key is per process). */
 const LOGIN_S = 12 * 3600;
 
 type AuthConfig = Pick<Config, 'API_TOKENS' | 'TRUST_PROXY' | 'SESSION_COOKIE' | 'SESSION_MAX_LIFETIME_S'>;
-
-function cookieValue(req: http.IncomingMessage): string | undefined {
-  for (const part of (req.headers.cookie ?? '').split(';')) {
-    const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim() === ADMIN_COOKIE) return part.slice(eq + 1).trim();
-  }
-  return undefined;
-}
 
 /**
  * Who may see the status page when API_TOKENS is set: a script sends a bearer token, as on the
@@ -41,7 +33,7 @@ export function createAdminAuth(config: AuthConfig, now: () => number = Date.now
     on,
 
     allowed(req: http.IncomingMessage): boolean {
-      if (!on || cookieOk(cookieValue(req))) return true;
+      if (!on || cookieOk(cookieValue(req, ADMIN_COOKIE))) return true;
       try {
         credentials.authorize(req);
         return true;
