@@ -182,6 +182,15 @@ export class Sessions {
     await this.finish(worker, 'deleted', reqId);
   }
 
+  /**
+   * A fresh worker failed the first request of its session before the client heard a byte:
+   * nobody holds the session's id, so it ends (as `orphan`) and the request goes elsewhere.
+   */
+  async discard(worker: SessionWorker, why: string, reqId?: string): Promise<void> {
+    this.logger.warn({ session: worker.hash.slice(0, 12), worker: worker.worker, pool: worker.pool, why, reqId }, 'worker failed the first request of its session');
+    await this.finish(worker, 'orphan', reqId).catch((err: Error) => this.cannotEnd(worker, err));
+  }
+
   begin(hash: string): () => void {
     return this.activity.begin(hash);
   }
