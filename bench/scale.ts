@@ -1,0 +1,154 @@
+/**
+ * Claims at scale on the real control plane, with warm pools of hollow pods (Running and Ready
+ * on the cluster's hollow Nodes, with a pod IP and no process: test/cluster/hollow-pod.ts). For
+ * each pool size: the raw floor (the claim's own write done by hand: a conditional merge PATCH
+ * flipping a warm pod's labels) and `POST /sessions` through 1 and then 3 controller replicas,
+ * each at a steady 75/s and 300/s (open loop) and in a burst; claim latency as the client sees
+ * it, conflicts and API writes per claim, controller CPU per claim and heap per cached pod.
+ * Every phase is checked for double claims.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import type { Controller } from '../test/integration/harness.js';
+import { ROOT } from '../test/integration/harness.js';
+import { poolFixture, POOL_LABEL, POOL_NAME, isReady, type Pod, type PoolFixture } from '../test/cluster/fixture.js';
+import { Kube } from '../test/cluster/kube.js';
+import { kubeconfigPath } from '../test/cluster/paths.js';
+import { waitUntil } from '../test/cluster/wait.js';
+import { QUICK, round } from './lib.js';
+import { apiWrites, burst, controllerCounters, delta, heapUsedMb, latency, openLoop, type Sample } from './scale-load.js';
+
+const SIZES = QUICK ? [200] : (process.env.BENCH_SCALE_SIZES ?? '1000,5000').split(',').map(Number);
+const RATES = QUICK ? [50] : [75, 300];
+const SECONDS = QUICK ? 3 : 10;
+const BURST = QUICK ? 50 : 300;
+
+interface Load {
+  name: string;
+  run: (call: (i: number) => Promise<boolean>) => Promise<{ samples: Sample[]; perSecond: number }>;
+}
+
+const loads = (): Load[] => [
+  ...RATES.map((rate): Load => ({
+    name: `${rate}/s`,
+    run: async (call) => {
+      const r = await openLoop(rate, rate * SECONDS, call);
+      return { samples: r.samples, perSecond: r.samples.filter((s) => s.ok).length / r.seconds };
+    },
+  })),
+  { name: `burst ${BURST}`, run: (call) => burst(BURST, call) },
+];
+
+async function warm(c: Controller): Promise<number> {
+  const pool = (await (await fetch(`${c.admin}/pool`)).json()) as { pools: Record<string, { warm: number }> };
+  return pool.pools[POOL_NAME]?.warm ?? 0;
+}
+
+/** Deletes every claimed pod in one request and waits until the pool is full again. */
+async function refill(f: PoolFixture, c: Controller, size: number): Promise<void> {
+  await f.kube.delete(`${f.podsPath}?labelSelector=${encodeURIComponent('assigned=assigned')}`);
+  await waitUntil(`${size} warm pods`, async () => ((await warm(c)) >= size ? true : undefined), 600_000);
+}
+
+async function claimVia(c: Controller): Promise<boolean> {
+  const res = await fetch(`${c.base}/sessions`, { method: 'POST' });
+  await res.arrayBuffer();
+  return res.status === 201;
+}
+
+/** Claimed pods that carry the same session, or more claimed pods than sessions given out. */
+async function doubleClaims(f: PoolFixture, given: number): Promise<number> {
+  const claimed = await f.claimed();
+  const sessions = new Set(claimed.map((p) => p.metadata.labels?.['warmpool.dev/session']));
+  return Math.max(claimed.length - sessions.size, claimed.length - given);
+}
+
+/** One phase: the load, with the API server's and the controllers' counters read around it. */
+async function phase(f: PoolFixture, admin: Kube, cs: Controller[], load: Load, call: (i: number) => Promise<boolean>) {
+  const [writes0, counters0] = await Promise.all([apiWrites(admin), controllerCounters(cs)]);
+  const r = await load.run(call);
+  // Writes the claims set off after their answer (Events, the delivery's confirmation) land within a second.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  const [writes1, counters1] = await Promise.all([apiWrites(admin), controllerCounters(cs)]);
+  const ok = r.samples.filter((s) => s.ok).length;
+  const apiWritesByKind = delta(writes1, writes0);
+  const controllerWrites = delta(counters1.requests, counters0.requests);
+  delete controllerWrites.list;
+  const claimsBy = delta(counters1.claims, counters0.claims);
+  return {
+    load: load.name,
+    replicas: cs.length,
+    ...latency(r.samples),
+    perSecond: round(r.perSecond, 1),
+    apiWritesPerClaim: round(Object.values(apiWritesByKind).reduce((a, b) => a + b, 0) / Math.max(ok, 1), 2),
+    apiWritesByKind,
+    controllerWritesPerClaim: round(Object.values(controllerWrites).reduce((a, b) => a + b, 0) / Math.max(ok, 1), 2),
+    controllerWrites,
+    conflictsPerClaim: round((claimsBy.conflict ?? 0) / Math.max(ok, 1), 3),
+    cpuMsPerClaim: cs.length ? round(((counters1.cpu - counters0.cpu) * 1000) / Math.max(ok, 1), 2) : undefined,
+    doubleClaims: await doubleClaims(f, ok),
+  };
+}
+
+/** The raw floor's calls: flips of the warm Ready pods listed now, each at the version listed. */
+async function flips(f: PoolFixture, raw: Kube): Promise<(i: number) => Promise<boolean>> {
+  const pods = (await f.pods(`${POOL_LABEL}=${POOL_NAME},assigned=not_assigned`)).filter(isReady);
+  return async (i) => {
+    const pod = pods[i] as Pod;
+    await raw.mergePatch(`${f.podsPath}/${pod.metadata.name}`, {
+      metadata: { resourceVersion: pod.metadata.resourceVersion, labels: { assigned: 'assigned', 'warmpool.dev/session': i.toString(16).padStart(40, '0') } },
+    });
+    return true;
+  };
+}
+
+async function oneSize(size: number) {
+  const f = await poolFixture(`wp-scale-${size}`, {}, { hollow: true });
+  const admin = Kube.fromKubeconfig(kubeconfigPath);
+  // The controller's own limit on connections to the API server, so the floor is taken on the same terms.
+  const raw = Kube.fromKubeconfig(kubeconfigPath, { maxSockets: 16 });
+  const phases = [];
+  try {
+    const env = { POOL_SIZE: String(size), MAX_SESSIONS: '100000', MAX_SESSIONS_PER_CLIENT: '100000', MAX_PENDING_CLAIMS: '100000', CLAIM_TIMEOUT_MS: '30000' };
+    const a = await f.controller('scale-a', env);
+    const heapEarly = await heapUsedMb(a);
+    const podsEarly = await warm(a);
+    const t0 = Date.now();
+    await waitUntil(`${size} warm pods`, async () => ((await warm(a)) >= size ? true : undefined), 900_000);
+    const fillSeconds = (Date.now() - t0) / 1000;
+    const heapFull = await heapUsedMb(a);
+    for (const load of loads()) {
+      phases.push({ ...(await phase(f, admin, [], load, await flips(f, raw))), path: 'raw PATCH' });
+      await refill(f, a, size);
+      phases.push({ ...(await phase(f, admin, [a], load, () => claimVia(a))), path: 'POST /sessions' });
+      await refill(f, a, size);
+    }
+    const replicas = [a, await f.controller('scale-b', env), await f.controller('scale-c', env)];
+    for (const load of loads()) {
+      phases.push({ ...(await phase(f, admin, replicas, load, (i) => claimVia(replicas[i % 3] as Controller))), path: 'POST /sessions' });
+      await refill(f, a, size);
+    }
+    return { size, fillSeconds: round(fillSeconds, 1), heapEarlyMb: round(heapEarly, 1), heapFullMb: round(heapFull, 1), heapPerPodKiB: round(((heapFull - heapEarly) * 1024) / (size - podsEarly), 2), phases };
+  } finally {
+    raw.close();
+    admin.close();
+    await f.teardown();
+  }
+}
+
+export async function benchScale() {
+  const startedCluster = !existsSync(kubeconfigPath);
+  const tsx = path.join(ROOT, 'node_modules/.bin/tsx');
+  if (startedCluster) execFileSync(tsx, ['test/cluster/cluster.ts', 'up'], { cwd: ROOT, stdio: 'inherit' });
+  const sizes = [];
+  try {
+    for (const size of SIZES) {
+      console.log(`   pool of ${size} hollow pods`);
+      sizes.push(await oneSize(size));
+    }
+  } finally {
+    if (startedCluster) execFileSync(tsx, ['test/cluster/cluster.ts', 'down'], { cwd: ROOT, stdio: 'inherit' });
+  }
+  return { seconds: SECONDS, burst: BURST, sizes };
+}
