@@ -12,32 +12,38 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Controller } from '../test/integration/harness.js';
 import { ROOT } from '../test/integration/harness.js';
-import { poolFixture, POOL_LABEL, POOL_NAME, isReady, type Pod, type PoolFixture } from '../test/cluster/fixture.js';
+import { poolFixture, POOL_LABEL, POOL_NAME, isReady, type PoolFixture } from '../test/cluster/fixture.js';
 import { Kube } from '../test/cluster/kube.js';
 import { kubeconfigPath } from '../test/cluster/paths.js';
 import { waitUntil } from '../test/cluster/wait.js';
 import { QUICK, round } from './lib.js';
 import { apiWrites, burst, controllerCounters, delta, heapUsedMb, latency, openLoop, type Sample } from './scale-load.js';
 
-const SIZES = QUICK ? [200] : (process.env.BENCH_SCALE_SIZES ?? '1000,5000').split(',').map(Number);
-const RATES = QUICK ? [50] : [75, 300];
+const list = (name: string, fallback: string): number[] => (process.env[name] ?? fallback).split(',').filter(Boolean).map(Number);
+/** BENCH_SCALE_SIZES, BENCH_SCALE_RATES and BENCH_SCALE_BURST (0: none) narrow a run down. */
+const SIZES = QUICK ? [200] : list('BENCH_SCALE_SIZES', '1000,5000');
+const RATES = QUICK ? [50] : list('BENCH_SCALE_RATES', '75,300');
 const SECONDS = QUICK ? 3 : 10;
-const BURST = QUICK ? 50 : 300;
+const BURST = QUICK ? 50 : Number(process.env.BENCH_SCALE_BURST ?? '300');
 
 interface Load {
   name: string;
   run: (call: (i: number) => Promise<boolean>) => Promise<{ samples: Sample[]; perSecond: number }>;
 }
 
-const loads = (): Load[] => [
-  ...RATES.map((rate): Load => ({
-    name: `${rate}/s`,
-    run: async (call) => {
-      const r = await openLoop(rate, rate * SECONDS, call);
-      return { samples: r.samples, perSecond: r.samples.filter((s) => s.ok).length / r.seconds };
-    },
-  })),
-  { name: `burst ${BURST}`, run: (call) => burst(BURST, call) },
+/** Each steady load for SECONDS, or shorter where that would take more than 90 % of the pool. */
+const loads = (size: number): Load[] => [
+  ...RATES.map((rate): Load => {
+    const count = Math.min(rate * SECONDS, Math.floor(0.9 * size));
+    return {
+      name: `${rate}/s for ${round(count / rate, 1)} s`,
+      run: async (call) => {
+        const r = await openLoop(rate, count, call);
+        return { samples: r.samples, perSecond: r.samples.filter((s) => s.ok).length / r.seconds };
+      },
+    };
+  }),
+  ...(BURST > 0 ? [{ name: `burst of ${BURST}`, run: (call: (i: number) => Promise<boolean>) => burst(BURST, call) }] : []),
 ];
 
 async function warm(c: Controller): Promise<number> {
@@ -48,6 +54,7 @@ async function warm(c: Controller): Promise<number> {
 /** Deletes every claimed pod in one request and waits until the pool is full again. */
 async function refill(f: PoolFixture, c: Controller, size: number): Promise<void> {
   await f.kube.delete(`${f.podsPath}?labelSelector=${encodeURIComponent('assigned=assigned')}`);
+  await waitUntil('no claimed pod left', async () => ((await f.claimed()).length === 0 ? true : undefined), 600_000);
   await waitUntil(`${size} warm pods`, async () => ((await warm(c)) >= size ? true : undefined), 600_000);
 }
 
@@ -95,7 +102,8 @@ async function phase(f: PoolFixture, admin: Kube, cs: Controller[], load: Load, 
 async function flips(f: PoolFixture, raw: Kube): Promise<(i: number) => Promise<boolean>> {
   const pods = (await f.pods(`${POOL_LABEL}=${POOL_NAME},assigned=not_assigned`)).filter(isReady);
   return async (i) => {
-    const pod = pods[i] as Pod;
+    const pod = pods[i];
+    if (!pod) return false;
     await raw.mergePatch(`${f.podsPath}/${pod.metadata.name}`, {
       metadata: { resourceVersion: pod.metadata.resourceVersion, labels: { assigned: 'assigned', 'warmpool.dev/session': i.toString(16).padStart(40, '0') } },
     });
@@ -118,14 +126,14 @@ async function oneSize(size: number) {
     await waitUntil(`${size} warm pods`, async () => ((await warm(a)) >= size ? true : undefined), 900_000);
     const fillSeconds = (Date.now() - t0) / 1000;
     const heapFull = await heapUsedMb(a);
-    for (const load of loads()) {
+    for (const load of loads(size)) {
       phases.push({ ...(await phase(f, admin, [], load, await flips(f, raw))), path: 'raw PATCH' });
       await refill(f, a, size);
       phases.push({ ...(await phase(f, admin, [a], load, () => claimVia(a))), path: 'POST /sessions' });
       await refill(f, a, size);
     }
     const replicas = [a, await f.controller('scale-b', env), await f.controller('scale-c', env)];
-    for (const load of loads()) {
+    for (const load of loads(size)) {
       phases.push({ ...(await phase(f, admin, replicas, load, (i) => claimVia(replicas[i % 3] as Controller))), path: 'POST /sessions' });
       await refill(f, a, size);
     }

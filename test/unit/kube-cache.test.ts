@@ -182,6 +182,18 @@ describe('kubernetes Events', () => {
     assert.equal((await pool.claim({ hash: '3'.repeat(40), client: 'c', pools: ['chatbot'] })).worker, free);
     await pool.stop();
   });
+
+  test('when a replica claims more pods in a minute than its Event share, then every claim lands and the Events past the share are counted as skipped', async () => {
+    const api = new FakeApi();
+    for (let i = 0; i < 70; i++) api.addWarm(`w${i}`, `127.0.9.${i + 1}`);
+    const { pool, metrics } = await poolWith(api, 200, { now: () => 5000 });
+    for (let i = 0; i < 70; i++) await pool.claim({ hash: i.toString(16).padStart(40, '0'), client: 'c', pools: ['chatbot'] });
+    await sleep(0);
+    assert.equal(api.patches, 70, 'one write per claim');
+    assert.equal(api.events.length, 60);
+    assert.equal((await metrics.eventsSkipped.get()).values.find((v) => v.labels.reason === 'Claimed')?.value, 10);
+    await pool.stop();
+  });
 });
 
 describe('kubernetes API server that does not answer', () => {
