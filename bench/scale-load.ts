@@ -65,11 +65,13 @@ export function sumBy(text: string, metric: string, by: string[], keep: (labels:
 
 const WRITES = new Set(['POST', 'PUT', 'PATCH', 'DELETE', 'DELETECOLLECTION', 'APPLY', 'CREATE', 'UPDATE']);
 
-/** The API server's writes so far, by "VERB resource[/subresource]". */
-export async function apiWrites(admin: Kube): Promise<Map<string, number>> {
+/** The API server's writes so far, by "VERB resource[/subresource]", and the "pod events" it sent to all watchers. */
+export async function apiCounters(admin: Kube): Promise<Map<string, number>> {
   const text = await admin.get<string>('/metrics');
   const all = sumBy(text, 'apiserver_request_total', ['verb', 'resource', 'subresource'], (l) => WRITES.has(l.verb ?? '') && !l.dry_run);
-  return new Map([...all].map(([k, v]) => [k.trim().replace(/ (\S+) (\S+)$/, ' $1/$2'), v]));
+  const out = new Map([...all].map(([k, v]) => [k.trim().replace(/ (\S+) (\S+)$/, ' $1/$2'), v]));
+  out.set('pod events', sumBy(text, 'apiserver_watch_events_total', [], (l) => l.kind === 'Pod').get('') ?? 0);
+  return out;
 }
 
 export function delta(after: Map<string, number>, before: Map<string, number>): Record<string, number> {
