@@ -46,16 +46,29 @@ const loads = (size: number): Load[] => [
   ...(BURST > 0 ? [{ name: `burst of ${BURST}`, run: (call: (i: number) => Promise<boolean>) => burst(BURST, call) }] : []),
 ];
 
-async function warm(c: Controller): Promise<number> {
-  const pool = (await (await fetch(`${c.admin}/pool`)).json()) as { pools: Record<string, { warm: number }> };
-  return pool.pools[POOL_NAME]?.warm ?? 0;
+/** The pool as a controller's cache has it (cheaper to ask than listing thousands of pods). */
+async function counts(c: Controller): Promise<{ warm: number; assigned: number }> {
+  const pool = (await (await fetch(`${c.admin}/pool`)).json()) as { pools: Record<string, { warm: number; assigned: number }> };
+  return pool.pools[POOL_NAME] ?? { warm: 0, assigned: 0 };
 }
 
-/** Deletes every claimed pod in one request and waits until the pool is full again. */
+const warm = async (c: Controller): Promise<number> => (await counts(c)).warm;
+
+/**
+ * Deletes every claimed pod (one collection delete, sent again every minute while any is left:
+ * thousands of pods outlast a request's deadline) and waits until the pool is full again.
+ */
 async function refill(f: PoolFixture, c: Controller, size: number): Promise<void> {
-  await f.kube.delete(`${f.podsPath}?labelSelector=${encodeURIComponent('assigned=assigned')}`);
-  await waitUntil('no claimed pod left', async () => ((await f.claimed()).length === 0 ? true : undefined), 600_000);
-  await waitUntil(`${size} warm pods`, async () => ((await warm(c)) >= size ? true : undefined), 600_000);
+  let sent = 0;
+  await waitUntil('no claimed pod left', async () => {
+    if ((await counts(c)).assigned === 0) return true;
+    if (Date.now() - sent > 60_000) {
+      sent = Date.now();
+      void f.kube.delete(`${f.podsPath}?labelSelector=${encodeURIComponent('assigned=assigned')}`).catch(() => undefined);
+    }
+    return undefined;
+  }, 900_000);
+  await waitUntil(`${size} warm pods`, async () => ((await warm(c)) >= size ? true : undefined), 900_000);
 }
 
 /** A claim through `c`; the session id given out goes to `given`. */
