@@ -91,7 +91,7 @@ type CallOptions = ConfigurationOptions<ObservableMiddleware>;
  */
 type SlimPod = KubernetesObject & PodObject;
 
-function slimPod(pod: V1Pod): SlimPod {
+export function slimPod(pod: V1Pod): SlimPod {
   const m = pod.metadata ?? {};
   const s = pod.status;
   return {
