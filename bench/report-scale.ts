@@ -20,7 +20,7 @@ function sizeTable(size: Json): string[] {
   return [
     `### ${size.size} warm hollow pods`,
     '',
-    `Filled from empty in ${fmt(size.fillSeconds, 1)} s. Controller heap: ${fmt(size.heapEarlyMb, 1)} MB with the pool nearly empty, ${fmt(size.heapFullMb, 1)} MB with ${size.size} pods cached: **${fmt(size.heapPerPodKiB, 2)} KiB per cached pod**.`,
+    `Filled from empty in ${fmt(size.fillSeconds, 1)} s. Controller heap after a full collection: ${fmt(size.heapEarlyMb, 1)} MB with the pool nearly empty, ${fmt(size.heapFullMb, 1)} MB with ${size.size} pods cached: **${fmt(size.heapPerPodKiB, 2)} KiB per cached pod**.`,
     '',
     '| path | load | claims | p50 ms | p90 ms | p99 ms | claims/s | conflicts per claim | controller writes per claim (by verb) | all API writes per claim | pod watch events sent per claim (all watchers) | controller CPU ms per claim | double / stray claims |',
     '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |',

@@ -145,7 +145,7 @@ async function oneSize(size: number) {
     // The defaults but for the limits a load of thousands of sessions from one client needs, and
     // the activity flush (the test fixture's is 0.5 s) back at its default.
     const env = { POOL_SIZE: String(size), MAX_SESSIONS: '100000', MAX_SESSIONS_PER_CLIENT: '100000', MAX_PENDING_CLAIMS: '100000', CLAIM_TIMEOUT_MS: '30000', ACTIVITY_FLUSH_S: '30' };
-    const a = await f.controller('scale-a', env);
+    const a = await f.controller('scale-a', { ...env, NODE_OPTIONS: '--inspect=127.0.0.1:0' });
     const heapEarly = await heapUsedMb(a);
     const podsEarly = await warm(a);
     const t0 = Date.now();
