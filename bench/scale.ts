@@ -92,13 +92,19 @@ async function audit(f: PoolFixture, given: string[]): Promise<{ doubleClaims: n
   return { doubleClaims: [...hashes].filter((h) => !onPods.has(h)).length, strayClaims: [...onPods].filter((h) => h && !hashes.has(h)).length };
 }
 
-/** One phase: the load, with the API server's and the controllers' counters read around it. */
-async function phase(f: PoolFixture, admin: Kube, cs: Controller[], load: Load, call: (i: number) => Promise<boolean>, given?: string[]) {
+/**
+ * One phase: the load, with the controllers' counters read around it (and a second and a half
+ * for the writes a claim sets off after its answer), and the API server's read around it and
+ * the pool's refill (`replaced`), so the cluster's writes and watch events per claim include
+ * the replacement of every claimed pod.
+ */
+async function phase(f: PoolFixture, admin: Kube, cs: Controller[], load: Load, replaced: () => Promise<void>, call: (i: number) => Promise<boolean>, given?: string[]) {
   const [writes0, counters0] = await Promise.all([apiCounters(admin), controllerCounters(cs)]);
   const r = await load.run(call);
-  // Writes the claims set off after their answer (Events, the delivery's confirmation) land within a second.
   await new Promise((resolve) => setTimeout(resolve, 1500));
-  const [writes1, counters1] = await Promise.all([apiCounters(admin), controllerCounters(cs)]);
+  const counters1 = await controllerCounters(cs);
+  await replaced();
+  const writes1 = await apiCounters(admin);
   const ok = r.samples.filter((s) => s.ok).length;
   const apiWritesByKind = delta(writes1, writes0);
   const podEvents = apiWritesByKind['pod events'] ?? 0;
@@ -152,18 +158,20 @@ async function oneSize(size: number) {
     await waitUntil(`${size} warm pods`, async () => ((await warm(a)) >= size ? true : undefined), 900_000);
     const fillSeconds = (Date.now() - t0) / 1000;
     const heapFull = await heapUsedMb(a);
+    // The ReplicaSet replaces every claimed pod: the pool is whole again with the claimed pods still there.
+    const replaced = () => waitUntil(`${size} warm pods again`, async () => ((await warm(a)) >= size ? true : undefined), 900_000).then(() => undefined);
     for (const load of loads(size)) {
-      phases.push({ ...(await phase(f, admin, [], load, await flips(f, raw))), path: 'raw PATCH' });
+      phases.push({ ...(await phase(f, admin, [], load, replaced, await flips(f, raw))), path: 'raw PATCH' });
       await refill(f, a, size);
       const given: string[] = [];
-      phases.push({ ...(await phase(f, admin, [a], load, claimVia(a, given), given)), path: 'POST /sessions' });
+      phases.push({ ...(await phase(f, admin, [a], load, replaced, claimVia(a, given), given)), path: 'POST /sessions' });
       await refill(f, a, size);
     }
     const replicas = [a, await f.controller('scale-b', env), await f.controller('scale-c', env)];
     for (const load of loads(size)) {
       const given: string[] = [];
       const via = replicas.map((c) => claimVia(c, given));
-      phases.push({ ...(await phase(f, admin, replicas, load, (i) => (via[i % 3] as () => Promise<boolean>)(), given)), path: 'POST /sessions' });
+      phases.push({ ...(await phase(f, admin, replicas, load, replaced, (i) => (via[i % 3] as () => Promise<boolean>)(), given)), path: 'POST /sessions' });
       await refill(f, a, size);
     }
     return { size, fillSeconds: round(fillSeconds, 1), heapEarlyMb: round(heapEarly, 1), heapFullMb: round(heapFull, 1), heapPerPodKiB: round(((heapFull - heapEarly) * 1024) / (size - podsEarly), 2), phases };
