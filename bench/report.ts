@@ -1,5 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { scaleSection } from './report-scale.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -95,7 +96,7 @@ export function writeReport(resultsDir: string, out: string): void {
     lines.push(`- ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGb} GB, Linux ${machine.kernel}, Node ${machine.node}; load, client and servers share these cores.`);
   }
   lines.push(
-    '- `npm run bench` (all parts), `BENCH_ONLY=proxy,profile npm run bench` (a comma-separated subset of proxy, profile, streams, openai, ttft, claims; claims starts the loopback cluster of test/cluster/ if none is up), `BENCH_QUICK=1 npm run bench` (smoke run, results in `*.quick.json`, report untouched).',
+    '- `npm run bench` (all parts), `BENCH_ONLY=proxy,profile npm run bench` (a comma-separated subset of proxy, profile, streams, openai, ttft, claims; claims starts the loopback cluster of test/cluster/ if none is up), `BENCH_ONLY=scale npm run bench` (minutes long, so only when named; `BENCH_SCALE_SIZES`, `BENCH_SCALE_RATES`, `BENCH_SCALE_BURST=0` narrow it), `BENCH_QUICK=1 npm run bench` (smoke run, results in `*.quick.json`, report untouched).',
     '- Needs `wrk` and `nginx` on PATH for the proxy part: `apt-get install -y nginx-light wrk`. configurable-http-proxy is a devDependency.',
     '- HTTP load: `wrk -t1 -c{1,32,256} -d8s --latency` on `GET /healthz` of the reference worker (a small JSON body), keep-alive; 3 rounds. nginx runs one worker process, `proxy_http_version 1.1`, upstream `keepalive 256`, `proxy_buffering off`.',
     '',
@@ -193,6 +194,8 @@ export function writeReport(resultsDir: string, out: string): void {
       '',
     );
   }
+  const scale = load(resultsDir, 'scale');
+  if (scale) lines.push(...scaleSection(scale, load(resultsDir, 'scale-before')));
   mkdirSync(path.dirname(out), { recursive: true });
   writeFileSync(out, `${lines.join('\n')}\n`);
 }

@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: the proxy, stream and time-to-first-token benchmarks of docs/benchmarks.md.
- * BENCH_ONLY=proxy,profile,streams,openai,ttft,claims runs a subset; BENCH_QUICK=1 a short smoke version. Raw
+ * BENCH_ONLY=proxy,profile,streams,openai,ttft,claims,scale runs a subset (scale, minutes long, only when named); BENCH_QUICK=1 a short smoke version. Raw
  * results go to bench/results/<part>.json, and the report is regenerated from all of them.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -12,11 +12,12 @@ import { benchClaims } from './claims.js';
 import { benchOpenAi } from './openai.js';
 import { benchProfile } from './profile.js';
 import { benchProxy } from './proxy.js';
+import { benchScale } from './scale.js';
 import { writeReport } from './report.js';
 import { benchStreams } from './streams.js';
 import { benchTtft } from './ttft.js';
 
-const parts = { proxy: benchProxy, profile: benchProfile, streams: benchStreams, openai: benchOpenAi, ttft: benchTtft, claims: benchClaims } as const;
+const parts = { proxy: benchProxy, profile: benchProfile, streams: benchStreams, openai: benchOpenAi, ttft: benchTtft, claims: benchClaims, scale: benchScale } as const;
 type Part = keyof typeof parts;
 
 const only = (process.env.BENCH_ONLY ?? 'proxy,profile,streams,openai,ttft,claims').split(',').map((s) => s.trim()).filter(Boolean);

@@ -106,7 +106,8 @@ async function kubernetesBackend(): Promise<PoolBackend> {
     activityFlushMs: config.ACTIVITY_FLUSH_S * 1000,
     // A claim being delivered is confirmed (or released) within DELIVERY_TIMEOUT_MS: well past
     // that, an unconfirmed claim has lost the replica that made it.
-    undeliveredMs: Math.max(60_000, 2 * config.DELIVERY_TIMEOUT_MS),
+    // A confirmation is written with the next activity flush: the bound leaves room for two.
+    undeliveredMs: Math.max(60_000, 2 * config.DELIVERY_TIMEOUT_MS, 2 * config.ACTIVITY_FLUSH_S * 1000),
     retryAfterS,
   });
 }

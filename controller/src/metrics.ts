@@ -48,6 +48,7 @@ export function createMetrics() {
     websocketsActive: new Gauge({ name: 'warmpool_websockets_active', help: 'Proxied WebSocket connections open now.', registers }),
     websocketsRefused: new Counter({ name: 'warmpool_websockets_refused_total', help: 'WebSocket upgrades answered with something other than 101, by status.', labelNames: ['code'], registers }),
     sessionsEnded: new Counter({ name: 'warmpool_sessions_ended_total', help: 'Ended sessions by pool and reason.', labelNames: ['pool', 'reason'], registers }),
+    eventsSkipped: new Counter({ name: 'warmpool_events_skipped_total', help: 'Pod Events not written because this replica wrote its share this minute, by pool and reason.', labelNames: ['pool', 'reason'], registers }),
     kubeRequests: new Counter({ name: 'warmpool_kube_requests_total', help: 'Kubernetes API requests by verb and status code.', labelNames: ['verb', 'code'], registers }),
   };
 }

@@ -67,9 +67,12 @@ async function up(): Promise<void> {
 
   const nodeCount = Number(process.env.WARMPOOL_CLUSTER_NODES ?? '1');
   if (!Number.isInteger(nodeCount) || nodeCount < 1 || nodeCount > 100) throw new Error('WARMPOOL_CLUSTER_NODES must be 1..100');
+  const hollowCount = Number(process.env.WARMPOOL_CLUSTER_HOLLOW_NODES ?? '3');
+  if (!Number.isInteger(hollowCount) || hollowCount < 0 || hollowCount > 40) throw new Error('WARMPOOL_CLUSTER_HOLLOW_NODES must be 0..40');
   const nodes = Array.from({ length: nodeCount }, (_, i) => `warmpool-node-${i + 1}`);
-  const netBase = nodeNetBase(nodes.length);
-  tier.makePki(identities(nodes));
+  const hollow = Array.from({ length: hollowCount }, (_, i) => `warmpool-hollow-${i + 1}`);
+  const netBase = nodeNetBase(Math.max(nodes.length, hollow.length));
+  tier.makePki(identities([...nodes, ...hollow]));
 
   const { server, admin } = await startControlPlane(tier, bin, {
     address: '127.0.0.1',
@@ -81,18 +84,20 @@ async function up(): Promise<void> {
   });
   const tApi = Date.now();
 
-  nodes.forEach((node, i) => {
+  // Node i gets the pod IPs 127.0.(base+i).0/24; hollow Node i the /16 127.(base+i).0.0.
+  const agents = [...nodes.map((node, i) => [node, `127.0.${netBase + i}`]), ...hollow.map((node, i) => [node, `127.${netBase + i}`, '--hollow'])];
+  for (const [node, net, ...flags] of agents as [string, string, ...string[]][]) {
     const cfg = join(clusterDir, `${node}.kubeconfig`);
     tier.writeKubeconfig(cfg, server, `node-${node}`);
-    tier.start(node, process.execPath, ['--import', 'tsx', join(here, 'node-agent.ts'), `--node=${node}`, `--net=127.0.${netBase + i}`, `--kubeconfig=${cfg}`]);
-  });
+    tier.start(node, process.execPath, ['--import', 'tsx', join(here, 'node-agent.ts'), `--node=${node}`, `--net=${net}`, `--kubeconfig=${cfg}`, ...flags]);
+  }
 
-  await waitUsable(tier, admin, nodes.length);
+  await waitUsable(tier, admin, agents.length);
   admin.close();
   const s = (ms: number): string => `${(ms / 1000).toFixed(1)}s`;
   log(
     `up in ${s(Date.now() - t0)} (binaries ${s(tBuilt - t0)}, API server ready after ${s(tApi - tBuilt)}, ` +
-      `nodes: ${nodes.join(', ')}). KUBECONFIG=${kubeconfigPath}, kubectl: ${kubectlPath}`,
+      `nodes: ${[...nodes, ...hollow].join(', ')}). KUBECONFIG=${kubeconfigPath}, kubectl: ${kubectlPath}`,
   );
 }
 

@@ -78,7 +78,21 @@ export function poolDeployment(name: string, pool: string, workerEnv: Record<str
   };
 }
 
-export async function poolFixture(ns: string, workerEnv: Record<string, string> = {}) {
+/** Label and taint of the cluster's hollow Nodes (the node agent's --hollow mode). */
+const HOLLOW = 'warmpool.dev/hollow';
+
+/** The pool Deployment with its pods on hollow Nodes: Running and Ready with no process (scale tests). */
+export function hollowed<D extends ReturnType<typeof poolDeployment>>(deployment: D): D {
+  const spec = { ...deployment.spec.template.spec, nodeSelector: { [HOLLOW]: 'true' }, tolerations: [{ key: HOLLOW, operator: 'Equal', value: 'true', effect: 'NoSchedule' }] };
+  return { ...deployment, spec: { ...deployment.spec, template: { ...deployment.spec.template, spec } } };
+}
+
+export interface FixtureOptions {
+  /** The pool's pods go to hollow Nodes. */
+  hollow?: boolean;
+}
+
+export async function poolFixture(ns: string, workerEnv: Record<string, string> = {}, options: FixtureOptions = {}) {
   const kube = Kube.fromKubeconfig(kubeconfigPath);
   const dir = mkdtempSync(join(tmpdir(), 'warmpool-backend-'));
   const podsPath = `/api/v1/namespaces/${ns}/pods`;
@@ -98,7 +112,8 @@ export async function poolFixture(ns: string, workerEnv: Record<string, string> 
     roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: SA },
     subjects: [{ kind: 'ServiceAccount', name: SA, namespace: ns }],
   });
-  await kube.create(`/apis/apps/v1/namespaces/${ns}/deployments`, poolDeployment(POOL, POOL_NAME, workerEnv));
+  const deployment = poolDeployment(POOL, POOL_NAME, workerEnv);
+  await kube.create(`/apis/apps/v1/namespaces/${ns}/deployments`, options.hollow ? hollowed(deployment) : deployment);
   const saKubeconfig = join(dir, 'kubeconfig');
   writeFileSync(saKubeconfig, await serviceAccountKubeconfig(kube, ns, SA));
 

@@ -106,18 +106,20 @@ export class Kube {
   private readonly agent: https.Agent;
   private readonly base: URL;
 
-  constructor(private readonly creds: Credentials) {
+  /** `maxSockets` bounds the open connections (none by default). */
+  constructor(private readonly creds: Credentials, options: { maxSockets?: number } = {}) {
     this.base = new URL(creds.server);
     this.agent = new https.Agent({
       keepAlive: true,
+      ...(options.maxSockets ? { maxSockets: options.maxSockets } : {}),
       ca: creds.ca,
       ...(creds.cert ? { cert: creds.cert } : {}),
       ...(creds.key ? { key: creds.key } : {}),
     });
   }
 
-  static fromKubeconfig(path: string): Kube {
-    return new Kube(loadKubeconfig(path));
+  static fromKubeconfig(path: string, options: { maxSockets?: number } = {}): Kube {
+    return new Kube(loadKubeconfig(path), options);
   }
 
   get server(): URL {

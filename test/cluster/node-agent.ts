@@ -11,13 +11,19 @@
  * It authenticates as system:node:<name>, so the API server's Node authorizer and the
  * NodeRestriction admission plugin hold it to what a kubelet may do.
  *
- * Usage: node-agent.ts --node=NAME --net=127.0.N --kubeconfig=PATH
+ * With --hollow it plays a hollow Node for scale tests instead (see hollow-pod.ts): tainted
+ * `warmpool.dev/hollow=true:NoSchedule` and labelled `warmpool.dev/hollow: "true"`, so only pods
+ * that ask for it (a nodeSelector and a toleration) land there, and those become Running and
+ * Ready without a process. Its --net may then be a /16 (127.A), room for thousands of pods.
+ *
+ * Usage: node-agent.ts --node=NAME --net=127.A.B|127.A --kubeconfig=PATH [--hollow]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { HollowPod } from './hollow-pod.js';
 import { isAlreadyExists, isConflict, isNotFound, Kube, type ObjectMeta, type WatchEvent } from './kube.js';
 import { clusterHarnessDir, logDir, repoRoot } from './paths.js';
 import { PodVolumes, withMounts, type Mount, type Volume, type VolumeMount } from './volumes.js';
@@ -99,9 +105,12 @@ function arg(name: string): string {
 }
 
 const nodeName = arg('node');
+const hollow = process.argv.includes('--hollow');
 const net = arg('net');
-if (!/^127\.\d{1,3}\.\d{1,3}$/.test(net)) throw new Error(`--net must be 127.A.B, got ${net}`);
-const hostIP = `${net}.1`;
+if (!/^127\.\d{1,3}(\.\d{1,3})?$/.test(net)) throw new Error(`--net must be 127.A.B or 127.A, got ${net}`);
+/** A /16 net: pod IPs net.C.D (C 0-255). A /24: net.D. */
+const wide = net.split('.').length === 2;
+const hostIP = wide ? `${net}.0.1` : `${net}.1`;
 const kube = Kube.fromKubeconfig(arg('kubeconfig'));
 const apiPort = kube.server.port;
 
@@ -109,6 +118,8 @@ const apiPort = kube.server.port;
 const imageMapPath = process.env.WARMPOOL_IMAGE_MAP ?? join(clusterHarnessDir, 'images.json');
 const imageMap = JSON.parse(readFileSync(imageMapPath, 'utf8')) as Record<string, string[]>;
 
+/** Label and taint key of a hollow Node. */
+const HOLLOW = 'warmpool.dev/hollow';
 const now = (): string => new Date().toISOString().replace(/\.\d+Z$/, 'Z');
 const microNow = (): string => new Date().toISOString().replace(/Z$/, '000Z');
 const log = (msg: string): void => console.log(`${new Date().toISOString()} ${nodeName}: ${msg}`);
@@ -132,25 +143,28 @@ function assertLoopback(host: string): void {
 // ---- pod IPs --------------------------------------------------------------------------------
 
 /**
- * Pod IPs come from this node's own /24 on loopback (.1 is the node). They are handed out
- * round-robin so a just-released address (sockets in TIME_WAIT) is not reused at once.
+ * Pod IPs come from this node's own /24 (or /16) on loopback (.1 is the node; .0 and .255 of
+ * every /24 are skipped). They are handed out round-robin so a just-released address (sockets
+ * in TIME_WAIT) is not reused at once.
  */
 class IpPool {
-  private readonly used = new Set<number>();
-  private next = 2;
+  private readonly used = new Set<string>();
+  private next = 0;
+  private readonly size = wide ? 256 * 253 : 253;
   take(): string {
-    for (let i = 0; i < 253; i++) {
+    for (let i = 0; i < this.size; i++) {
       const x = this.next;
-      this.next = this.next >= 254 ? 2 : this.next + 1;
-      if (!this.used.has(x)) {
-        this.used.add(x);
-        return `${net}.${x}`;
+      this.next = (this.next + 1) % this.size;
+      const ip = wide ? `${net}.${Math.floor(x / 253)}.${(x % 253) + 2}` : `${net}.${x + 2}`;
+      if (ip !== hostIP && !this.used.has(ip)) {
+        this.used.add(ip);
+        return ip;
       }
     }
-    throw new Error(`node ${nodeName}: no free pod IP in ${net}.0/24`);
+    throw new Error(`node ${nodeName}: no free pod IP in ${net}`);
   }
   release(ip: string): void {
-    this.used.delete(Number(ip.split('.')[3]));
+    this.used.delete(ip);
   }
 }
 const ips = new IpPool();
@@ -679,6 +693,10 @@ class PodWorker {
     this.release();
   }
 
+  kill(graceMs: number): Promise<unknown> {
+    return Promise.all(this.containers.map((c) => c.kill(graceMs)));
+  }
+
   private released = false;
   private release(): void {
     if (this.released) return;
@@ -697,7 +715,19 @@ function expand(value: string, env: Record<string, string>): string {
   );
 }
 
-const pods = new Map<string, PodWorker>();
+const pods = new Map<string, PodWorker | HollowPod>();
+
+function admit(pod: Pod): PodWorker | HollowPod {
+  if (!hollow) return new PodWorker(pod);
+  const ip = ips.take();
+  return new HollowPod(pod, {
+    kube, hostIP, ip, log, stopping: stop.signal,
+    released: () => {
+      ips.release(ip);
+      pods.delete(pod.metadata.uid);
+    },
+  });
+}
 
 function observe(pod: Pod): void {
   if (pod.spec.nodeName !== nodeName) return;
@@ -711,7 +741,7 @@ function observe(pod: Pod): void {
       return;
     }
     if (pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return;
-    worker = new PodWorker(pod);
+    worker = admit(pod);
     pods.set(pod.metadata.uid, worker);
     void worker.start();
   }
@@ -758,8 +788,12 @@ async function registerNode(): Promise<string> {
     kind: 'Node',
     metadata: {
       name: nodeName,
-      labels: { 'kubernetes.io/hostname': nodeName, 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': process.arch === 'x64' ? 'amd64' : process.arch },
+      labels: {
+        'kubernetes.io/hostname': nodeName, 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': process.arch === 'x64' ? 'amd64' : process.arch,
+        ...(hollow ? { [HOLLOW]: 'true' } : {}),
+      },
     },
+    ...(hollow ? { spec: { taints: [{ key: HOLLOW, value: 'true', effect: 'NoSchedule' }] } } : {}),
   };
   let uid: string;
   try {
@@ -768,7 +802,7 @@ async function registerNode(): Promise<string> {
     if (!isAlreadyExists(err)) throw err;
     uid = (await kube.get<{ metadata: ObjectMeta }>(`/api/v1/nodes/${nodeName}`)).metadata.uid;
   }
-  const resources = { cpu: '8', memory: '16Gi', pods: '250', 'ephemeral-storage': '100Gi' };
+  const resources = { cpu: '8', memory: '16Gi', pods: hollow ? '10000' : '250', 'ephemeral-storage': '100Gi' };
   const nodeStatus = (): Record<string, unknown> => {
     const t = now();
     const cond = (type: string, status: string, reason: string) => ({ type, status, reason, lastHeartbeatTime: t, lastTransitionTime: started });
@@ -845,7 +879,7 @@ const shutdown = async (): Promise<void> => {
   if (stop.signal.aborted) return;
   stop.abort();
   log('stopping: ending every container');
-  await Promise.all([...pods.values()].flatMap((p) => p.containers.map((c) => c.kill(5000))));
+  await Promise.all([...pods.values()].map((p) => p.kill(5000)));
   kube.close();
   process.exit(0);
 };
@@ -854,5 +888,5 @@ process.on('SIGINT', () => void shutdown());
 
 const nodeUid = await registerNode();
 await keepLease(nodeUid);
-log(`registered (pod IPs ${net}.2-254, API server port ${apiPort}, images from ${resolve(imageMapPath)})`);
+log(`registered${hollow ? ' hollow' : ''} (pod IPs in ${net}, API server port ${apiPort}, images from ${resolve(imageMapPath)})`);
 await syncPods(stop.signal);

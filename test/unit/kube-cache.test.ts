@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createMetrics } from '../../controller/src/metrics.js';
 import { rendezvous } from '../../controller/src/pool/kubernetes/claimer.js';
-import { CLAIMED_AT, CLAIMED_BY, POOL_LABEL, SESSION_LABEL, type PodInfo } from '../../controller/src/pool/kubernetes/index.js';
+import { CLAIMED_AT, CLAIMED_BY, CLIENT_LABEL, POOL_LABEL, SESSION_LABEL, type PodInfo } from '../../controller/src/pool/kubernetes/index.js';
 import { PodCache } from '../../controller/src/pool/kubernetes/pod-cache.js';
 import { SessionIndex } from '../../controller/src/pool/kubernetes/session-index.js';
 import { FakeApi, poolWith } from './fake-kube.js';
@@ -64,7 +64,8 @@ function step(random: () => number, model: Map<string, PodInfo>, cache: PodCache
   if (r < 0.45) next = { ...next, ready: !old.ready };
   else if (r < 0.75 && old.labels.assigned === 'not_assigned') {
     const at = new Date(1_700_000_000_000 + rv.n).toISOString();
-    next = { ...next, labels: { ...old.labels, assigned: 'assigned', [SESSION_LABEL]: rv.n.toString(16).padStart(40, '0') }, annotations: { [CLAIMED_AT]: at } };
+    const client = `client-${Math.floor(random() * 3)}`;
+    next = { ...next, labels: { ...old.labels, assigned: 'assigned', [SESSION_LABEL]: rv.n.toString(16).padStart(40, '0'), [CLIENT_LABEL]: client }, annotations: { [CLAIMED_AT]: at } };
   } else if (r < 0.85) next = { ...next, phase: random() < 0.5 ? 'Failed' : 'Pending' };
   else if (r < 0.95) next = { ...next, deleting: true };
   else if (r < 0.97) next = { ...next, podIP: undefined };
@@ -92,6 +93,8 @@ describe('kubernetes pod cache', () => {
       assert.deepEqual(new Set(cache.claimable('chatbot')), want.warm, `claimable set after round ${round}`);
       assert.deepEqual(cache.counts(), { warm: want.warm.size, warming: want.warming, assigned: want.assigned }, `counts after round ${round}`);
       assert.deepEqual(new Map([...sessions.hashes()].map((h) => [h, sessions.get(h)?.name])), want.sessions, `session index after round ${round}`);
+      const byClient = (c: string) => [...sessions.values()].filter((p) => p.labels[CLIENT_LABEL] === c).length;
+      assert.deepEqual([sessions.count(), ...['client-0', 'client-1', 'client-2'].map((c) => sessions.count(c))], [want.sessions.size, ...['client-0', 'client-1', 'client-2'].map(byClient)], `session counts after round ${round}`);
       const best = [...want.warm].reduce<string | undefined>((a, b) => (a === undefined || rank(b) > rank(a) ? b : a), undefined);
       assert.equal(cache.best('chatbot')?.name, best, 'the preferred candidate is the highest-ranked claimable pod');
     }
@@ -180,6 +183,18 @@ describe('kubernetes Events', () => {
     api.failEvents = true;
     const free = ['w1', 'w2', 'w3'].find((n) => n !== a.worker && n !== b.worker);
     assert.equal((await pool.claim({ hash: '3'.repeat(40), client: 'c', pools: ['chatbot'] })).worker, free);
+    await pool.stop();
+  });
+
+  test('when a replica claims more pods in a minute than its Event share, then every claim lands and the Events past the share are counted as skipped', async () => {
+    const api = new FakeApi();
+    for (let i = 0; i < 70; i++) api.addWarm(`w${i}`, `127.0.9.${i + 1}`);
+    const { pool, metrics } = await poolWith(api, 200, { now: () => 5000 });
+    for (let i = 0; i < 70; i++) await pool.claim({ hash: i.toString(16).padStart(40, '0'), client: 'c', pools: ['chatbot'] });
+    await sleep(0);
+    assert.equal(api.patches, 70, 'one write per claim');
+    assert.equal(api.events.length, 60);
+    assert.equal((await metrics.eventsSkipped.get()).values.find((v) => v.labels.reason === 'Claimed')?.value, 10);
     await pool.stop();
   });
 });

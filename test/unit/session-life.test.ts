@@ -44,6 +44,7 @@ class FakeBackend implements PoolBackend {
   lookup(hash: string) { return this.live.get(hash); }
   async waitForSession(hash: string) { return this.live.get(hash); }
   sessions() { return this.live.values(); }
+  sessionCount(client?: string) { return [...this.live.values()].filter((s) => client === undefined || s.client === client).length; }
   async release(s: SessionWorker, reason: EndReason) {
     const current = this.live.get(s.hash);
     if (!current) return false;
@@ -79,27 +80,30 @@ function setup(deliver: (endpoint: unknown, settings: Settings) => Promise<Deliv
   return { clock, backend, sessions, count };
 }
 
+/** No session yet, of anyone. */
+const none = () => 0;
+
 describe('session admission', () => {
   test('when a client holds its cap, then its next session is refused with client_session_limit while others still get one', () => {
     const a = new Admission(limits, () => 0);
-    const live = [{ client: 'c1' }, { client: 'c1' }] as SessionWorker[];
+    const live = (client?: string) => (client === undefined || client === 'c1' ? 2 : 0);
     assert.throws(() => a.admit('c1', live), (e: Error & { code?: string }) => e.code === 'client_session_limit');
     a.admit('c2', live)();
   });
 
   test('when claims are in flight, then they count against the caps until they settle', () => {
     const a = new Admission(limits, () => 0);
-    const done = [a.admit('c1', []), a.admit('c2', []), a.admit('c3', [])];
-    assert.throws(() => a.admit('c4', []), (e: Error & { code?: string }) => e.code === 'at_capacity');
+    const done = [a.admit('c1', none), a.admit('c2', none), a.admit('c3', none)];
+    assert.throws(() => a.admit('c4', none), (e: Error & { code?: string }) => e.code === 'at_capacity');
     done[0]?.();
-    a.admit('c4', []);
+    a.admit('c4', none);
   });
 
   test('when the create rate is spent, then the next creation gets rate_limited with a retry time', () => {
     const a = new Admission({ ...limits, maxSessions: 100, maxPerClient: 100, createsPerMinute: 2 }, () => 0);
-    a.admit('c', [])();
-    a.admit('c', [])();
-    assert.throws(() => a.admit('c', []), (e: Error & { code?: string; retryAfterS?: number }) => e.code === 'rate_limited' && (e.retryAfterS ?? 0) >= 1);
+    a.admit('c', none)();
+    a.admit('c', none)();
+    assert.throws(() => a.admit('c', none), (e: Error & { code?: string; retryAfterS?: number }) => e.code === 'rate_limited' && (e.retryAfterS ?? 0) >= 1);
   });
 });
 

@@ -117,6 +117,8 @@ export interface PoolBackend {
    */
   waitForSession(hash: string): Promise<SessionWorker | undefined>;
   sessions(): Iterable<SessionWorker>;
+  /** How many sessions there are now, or how many `client` holds: every claim asks, so no scan. */
+  sessionCount(client?: string): number;
   /**
    * Ends the session seen as `session`: the worker is stopped or deleted. Resolves false when
    * the session was not ended after all: already gone, or (kubernetes) for `idle`, `lifetime`
@@ -129,8 +131,8 @@ export interface PoolBackend {
   /**
    * The session's settings reached its worker and its client gets its id now. Until then a claim
    * is one nobody may ever use (the replica that made it can die before delivering), so a backend
-   * whose claims outlive a replica records this at once, and ends claims never confirmed as
-   * `orphan` after a bound.
+   * whose claims outlive a replica records this (with the session's next activity write), and
+   * ends claims never confirmed as `orphan` after a bound.
    */
   confirm(session: SessionWorker): void;
   snapshot(): PoolSnapshot;

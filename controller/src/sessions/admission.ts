@@ -1,5 +1,4 @@
 import { errors } from '../errors.js';
-import type { SessionWorker } from '../pool/types.js';
 import { RateLimiter } from './rate-limit.js';
 
 export interface AdmissionLimits {
@@ -25,14 +24,10 @@ export class Admission {
     this.creations = new RateLimiter(limits.createsPerMinute, now);
   }
 
-  /** Throws the client's error (429/503) when `client` may not start a session beside `live`. */
-  admit(client: string, live: Iterable<SessionWorker>): () => void {
-    let active = this.claiming;
-    let mine = this.claimingByClient.get(client) ?? 0;
-    for (const s of live) {
-      active++;
-      if (s.client === client) mine++;
-    }
+  /** Throws the client's error (429/503) when `client` may not start a session beside the `live` ones (all, or a client's). */
+  admit(client: string, live: (client?: string) => number): () => void {
+    const active = this.claiming + live();
+    const mine = (this.claimingByClient.get(client) ?? 0) + live(client);
     if (active >= this.limits.maxSessions) throw errors.atCapacity(this.limits.retryAfterS);
     if (mine >= this.limits.maxPerClient) throw errors.clientLimit(this.limits.retryAfterS);
     // Charged only for a creation that passed the other limits: it is the pool churn being paced.

@@ -113,7 +113,7 @@ export class Sessions {
     try {
       if (this.closing) throw errors.shuttingDown();
       pools = choosePools(options.pools, this.backend.pools(), this.limits.defaultPool);
-      const done = this.admission.admit(client, this.backend.sessions());
+      const done = this.admission.admit(client, (c) => this.backend.sessionCount(c));
       try {
         placed = await place(this.placement(options.reqId), { client, pools, settings: options.settings ?? {}, signal: options.signal });
       } finally {
@@ -217,7 +217,7 @@ export class Sessions {
 
   /** Sessions with a live worker, as the backend reports them. */
   count(): number {
-    return [...this.backend.sessions()].length;
+    return this.backend.sessionCount();
   }
 
   private lastActivity(s: SessionWorker): number {

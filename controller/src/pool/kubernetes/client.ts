@@ -11,9 +11,11 @@ import {
   AppsV1Api,
   CoreV1Api,
   KubeConfig,
+  ListWatch,
   Observable,
   PatchStrategy,
   ServerConfiguration,
+  Watch as LibraryWatch,
   createConfiguration,
   makeInformer,
   setHeaderOptions,
@@ -22,12 +24,13 @@ import {
   type RequestContext,
   type SecurityAuthentication,
   type Informer,
+  type KubernetesListObject,
   type KubernetesObject,
   type V1Deployment,
   type V1Pod,
 } from '@kubernetes/client-node';
 import { statusOf, type DeploymentInfo, type KubeApi, type KubeEvent, type PodInfo, type PodWatchHandlers, type Watch, type WatchHandlers } from './api.js';
-import { toDeploymentInfo, toPodInfo } from './convert.js';
+import { toDeploymentInfo, toPodInfo, type PodObject } from './convert.js';
 import { POOL_LABEL } from './labels.js';
 
 export interface KubeClientOptions {
@@ -79,6 +82,40 @@ function cancelledBy(signal: AbortSignal): CallOptions {
 }
 
 type CallOptions = ConfigurationOptions<ObservableMiddleware>;
+
+/**
+ * A pod as the informer keeps it: what toPodInfo reads and what the informer's own cache needs
+ * (namespace, name, resourceVersion). A whole pod is several KiB of specs and statuses nobody
+ * here reads; a slim one keeps a cached pod within about 2 KiB of heap (`npm run bench`, part
+ * scale), and its labels and annotations are shared with the pod cache's view.
+ */
+type SlimPod = KubernetesObject & PodObject;
+
+export function slimPod(pod: V1Pod): SlimPod {
+  const m = pod.metadata ?? {};
+  const s = pod.status;
+  return {
+    metadata: {
+      name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion, labels: m.labels, annotations: m.annotations,
+      creationTimestamp: m.creationTimestamp, ...(m.deletionTimestamp ? { deletionTimestamp: m.deletionTimestamp } : {}),
+    },
+    ...(s ? {
+      status: {
+        phase: s.phase,
+        podIP: s.podIP,
+        conditions: s.conditions?.filter((c) => c.type === 'Ready').map((c) => ({ type: c.type, status: c.status, lastTransitionTime: c.lastTransitionTime })),
+        containerStatuses: s.containerStatuses?.filter((c) => c.lastState?.terminated).map((c) => ({ lastState: { terminated: { finishedAt: c.lastState?.terminated?.finishedAt } } })),
+      },
+    } : {}),
+  };
+}
+
+/** The library's watch, handing on slim pods (the informer keeps what it is handed). */
+class SlimPodWatch extends LibraryWatch {
+  override watch(...[path, query, callback, done]: Parameters<LibraryWatch['watch']>): ReturnType<LibraryWatch['watch']> {
+    return super.watch(path, query, (phase, object, raw) => callback(phase, phase === 'ERROR' || phase === 'BOOKMARK' ? object : slimPod(object as V1Pod), raw), done);
+  }
+}
 
 /**
  * Runs the library's informer and brings it back after every error (the library stops for
@@ -151,10 +188,14 @@ class KubeClient implements KubeApi {
 
   watchPods(labelSelector: string, handlers: PodWatchHandlers): Watch {
     const { namespace } = this;
-    const informer = makeInformer<V1Pod>(
-      this.kc,
+    const informer = new ListWatch<SlimPod>(
       `/api/v1/namespaces/${namespace}/pods`,
-      () => this.call('list', (o) => this.core.listNamespacedPod({ namespace, labelSelector }, o)),
+      new SlimPodWatch(this.kc),
+      async (): Promise<KubernetesListObject<SlimPod>> => {
+        const list = await this.call('list', (o) => this.core.listNamespacedPod({ namespace, labelSelector }, o));
+        return { ...list, items: list.items.map(slimPod) };
+      },
+      false,
       labelSelector,
     );
     return keepWatching(informer, toPodInfo, handlers, this.options.maxBackoffMs ?? 30_000);

@@ -72,7 +72,7 @@ export class KubePool implements PoolBackend {
     const now = o.now ?? Date.now;
     const seed = Math.floor((o.random ?? Math.random)() * 0x100000000);
     const { api, logger, metrics, replica, labelKey, workerPort, retryAfterS } = o;
-    this.events = new PodEvents(api, logger, replica);
+    this.events = new PodEvents(api, logger, metrics, replica, now);
     this.index = new SessionIndex(labelKey, (pod, hash, why) => {
       if (pod.annotations[CLAIMED_BY] === replica) this.events.lost(pod, hash, why);
     });
@@ -136,9 +136,15 @@ export class KubePool implements PoolBackend {
     return this.discovery.names();
   }
 
-  /** Writes the session's activity now: a claim whose activity never moves past its claim time is an orphan. */
+  /**
+   * Records the delivery as the session's first activity, which the next flush writes (a claim
+   * whose activity never moves past its claim time is an orphan). A session in use writes its
+   * activity then anyway, so the confirmation costs no write of its own and a claim stays one
+   * write. A replica that dies before its flush leaves its fresh claims to end as orphans after
+   * the bound, unless their clients use them meanwhile, through any replica.
+   */
   confirm(session: SessionWorker): void {
-    this.reconciler.writeActivityNow(session.hash, Math.max((this.o.now ?? Date.now)(), session.createdAt + 1));
+    this.reconciler.recordActivity(session.hash, Math.max((this.o.now ?? Date.now)(), session.createdAt + 1));
   }
 
   claim(request: ClaimRequest): Promise<SessionWorker> {
@@ -169,6 +175,10 @@ export class KubePool implements PoolBackend {
 
   *sessions(): Iterable<SessionWorker> {
     for (const pod of this.index.values()) yield sessionOf(pod, this.o.workerPort);
+  }
+
+  sessionCount(client?: string): number {
+    return this.index.count(client);
   }
 
   recordActivity(hash: string, at: number): void {

@@ -81,12 +81,6 @@ export class Reconciler {
     this.pendingActivity.set(hash, Math.max(at, this.pendingActivity.get(hash) ?? 0));
   }
 
-  /** Writes the session's activity now, not at the next flush; a failed write stays pending for the flush. */
-  writeActivityNow(hash: string, at: number): void {
-    this.pendingActivity.delete(hash);
-    void this.writeActivity(hash, at);
-  }
-
   forgetActivity(hash: string): void {
     this.pendingActivity.delete(hash);
   }

@@ -5,10 +5,12 @@
  */
 import type { GoneListener } from '../types.js';
 import type { PodInfo } from './api.js';
-import { canServe, ENDED, restartedSinceClaim, SESSION_LABEL, TAKEN, POOL_LABEL } from './labels.js';
+import { canServe, CLIENT_LABEL, ENDED, restartedSinceClaim, SESSION_LABEL, TAKEN, POOL_LABEL } from './labels.js';
 
 export class SessionIndex {
   private readonly bySession = new Map<string, PodInfo>();
+  /** Sessions per client label, kept with bySession, so admission counts without a scan. */
+  private readonly byClient = new Map<string, number>();
   /** Sessions already reported gone, so a pod's later events do not report them twice. */
   private readonly reported = new Set<string>();
   /** Lookups waiting for the watch to show a session, by session hash. */
@@ -29,6 +31,28 @@ export class SessionIndex {
     return this.bySession.values();
   }
 
+  /** Sessions indexed now, or those of one client. */
+  count(client?: string): number {
+    return client === undefined ? this.bySession.size : this.byClient.get(client) ?? 0;
+  }
+
+  private put(hash: string, pod: PodInfo): void {
+    this.drop(hash);
+    this.bySession.set(hash, pod);
+    const client = pod.labels[CLIENT_LABEL] ?? '';
+    this.byClient.set(client, (this.byClient.get(client) ?? 0) + 1);
+  }
+
+  private drop(hash: string): void {
+    const pod = this.bySession.get(hash);
+    if (!pod) return;
+    this.bySession.delete(hash);
+    const client = pod.labels[CLIENT_LABEL] ?? '';
+    const left = (this.byClient.get(client) ?? 1) - 1;
+    if (left > 0) this.byClient.set(client, left);
+    else this.byClient.delete(client);
+  }
+
   /** For tests: the hashes indexed now. */
   hashes(): Iterable<string> {
     return this.bySession.keys();
@@ -45,14 +69,14 @@ export class SessionIndex {
   seen(pod: PodInfo, before: PodInfo | undefined): void {
     const hash = pod.labels[SESSION_LABEL];
     const old = before?.labels[SESSION_LABEL];
-    if (old && old !== hash && this.bySession.get(old)?.uid === pod.uid) this.bySession.delete(old);
+    if (old && old !== hash && this.bySession.get(old)?.uid === pod.uid) this.drop(old);
     if (!hash || pod.labels[this.labelKey] !== TAKEN) return;
     if (!pod.deleting && canServe(pod)) {
-      this.bySession.set(hash, pod);
+      this.put(hash, pod);
       this.wake(hash);
       return;
     }
-    if (this.bySession.get(hash)?.uid === pod.uid) this.bySession.delete(hash);
+    if (this.bySession.get(hash)?.uid === pod.uid) this.drop(hash);
     if (this.reported.has(hash)) return;
     this.reported.add(hash);
     const ended = pod.annotations[ENDED];
@@ -72,7 +96,7 @@ export class SessionIndex {
   ending(hash: string): PodInfo | undefined {
     const pod = this.bySession.get(hash);
     if (!pod) return undefined;
-    this.bySession.delete(hash);
+    this.drop(hash);
     this.reported.add(hash);
     return pod;
   }

@@ -102,6 +102,13 @@ export class LocalPool {
     for (const w of this.bySession.values()) if (w.session) yield w.session;
   }
 
+  /** A scan: a local pool holds a few workers. */
+  sessionCount(client?: string): number {
+    let n = 0;
+    for (const s of this.sessions()) if (client === undefined || s.client === client) n++;
+    return n;
+  }
+
   recordActivity(hash: string, at: number): void {
     const worker = this.bySession.get(hash);
     if (worker?.session && at > worker.session.lastActivity) worker.session = { ...worker.session, lastActivity: at };

@@ -61,6 +61,12 @@ export class LocalPools implements PoolBackend {
     for (const pool of this.byName.values()) yield* pool.sessions();
   }
 
+  sessionCount(client?: string): number {
+    let n = 0;
+    for (const pool of this.byName.values()) n += pool.sessionCount(client);
+    return n;
+  }
+
   release(session: SessionWorker, reason: EndReason): Promise<boolean> {
     return this.byName.get(session.pool)?.release(session, reason) ?? Promise.resolve(false);
   }

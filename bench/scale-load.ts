@@ -1,0 +1,117 @@
+/**
+ * The load and the counters of the `scale` part: an open-loop generator (requests start on a
+ * fixed schedule whether or not earlier ones have answered, as clients of a service arrive), and
+ * the figures read around each phase: the API server's request counters by verb and resource,
+ * the controllers' own request counters, their CPU time and memory.
+ */
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import WebSocket from 'ws';
+import type { Controller } from '../test/integration/harness.js';
+import type { Kube } from '../test/cluster/kube.js';
+import { cpuSeconds, percentile, round } from './lib.js';
+
+export interface Sample {
+  ms: number;
+  ok: boolean;
+}
+
+const since = (start: bigint) => Number(process.hrtime.bigint() - start) / 1e6;
+
+/** One timed call: its latency, and whether it succeeded. */
+export async function timed(call: () => Promise<boolean>): Promise<Sample> {
+  const t = process.hrtime.bigint();
+  const ok = await call().catch(() => false);
+  return { ms: since(t), ok };
+}
+
+/** `count` calls started `rate` per second on schedule (open loop); resolves when all have answered. */
+export async function openLoop(rate: number, count: number, call: (i: number) => Promise<boolean>): Promise<{ samples: Sample[]; seconds: number }> {
+  const t0 = process.hrtime.bigint();
+  const pending: Promise<Sample>[] = [];
+  for (let i = 0; i < count; i++) {
+    const wait = (i * 1000) / rate - since(t0);
+    if (wait > 1) await sleep(wait);
+    pending.push(timed(() => call(i)));
+  }
+  const samples = await Promise.all(pending);
+  return { samples, seconds: since(t0) / 1000 };
+}
+
+/** `count` calls at once; the rate is successes over the time until the last answered. */
+export async function burst(count: number, call: (i: number) => Promise<boolean>): Promise<{ samples: Sample[]; perSecond: number }> {
+  const t0 = process.hrtime.bigint();
+  const samples = await Promise.all(Array.from({ length: count }, (_, i) => timed(() => call(i))));
+  return { samples, perSecond: samples.filter((s) => s.ok).length / (since(t0) / 1000) };
+}
+
+export function latency(samples: Sample[]) {
+  const ms = samples.filter((s) => s.ok).map((s) => s.ms);
+  return { ok: ms.length, failed: samples.length - ms.length, p50Ms: round(percentile(ms, 50), 1), p90Ms: round(percentile(ms, 90), 1), p99Ms: round(percentile(ms, 99), 1) };
+}
+
+/** Sums of a Prometheus text exposition's counters, grouped by the values of `by`, filtered by `keep`. */
+export function sumBy(text: string, metric: string, by: string[], keep: (labels: Record<string, string>) => boolean = () => true): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${metric}{`) && !line.startsWith(`${metric} `)) continue;
+    const close = line.startsWith(`${metric}{`) ? line.lastIndexOf('}') : metric.length;
+    const labels: Record<string, string> = {};
+    for (const m of line.slice(metric.length + 1, close).matchAll(/(\w+)="([^"]*)"/g)) labels[m[1] as string] = m[2] as string;
+    if (!keep(labels)) continue;
+    const key = by.map((k) => labels[k] ?? '').join(' ');
+    out.set(key, (out.get(key) ?? 0) + Number(line.slice(close + 1).trim()));
+  }
+  return out;
+}
+
+const WRITES = new Set(['POST', 'PUT', 'PATCH', 'DELETE', 'DELETECOLLECTION', 'APPLY', 'CREATE', 'UPDATE']);
+
+/** The API server's writes so far, by "VERB resource[/subresource]", and the "pod events" it sent to all watchers. */
+export async function apiCounters(admin: Kube): Promise<Map<string, number>> {
+  const text = await admin.get<string>('/metrics');
+  const all = sumBy(text, 'apiserver_request_total', ['verb', 'resource', 'subresource'], (l) => WRITES.has(l.verb ?? '') && !l.dry_run);
+  const out = new Map([...all].map(([k, v]) => [k.trim().replace(/ (\S+) (\S+)$/, ' $1/$2'), v]));
+  out.set('pod events', sumBy(text, 'apiserver_watch_events_total', [], (l) => l.kind === 'Pod').get('') ?? 0);
+  return out;
+}
+
+export function delta(after: Map<string, number>, before: Map<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of after) {
+    const d = v - (before.get(k) ?? 0);
+    if (d > 0) out[k] = d;
+  }
+  return out;
+}
+
+/** What the controllers have done so far: their API requests by verb, claims by result, CPU seconds. */
+export async function controllerCounters(cs: Controller[]) {
+  const requests = new Map<string, number>();
+  const claims = new Map<string, number>();
+  let cpu = 0;
+  for (const c of cs) {
+    const text = await (await fetch(`${c.admin}/metrics`)).text();
+    for (const [k, v] of sumBy(text, 'warmpool_kube_requests_total', ['verb'])) requests.set(k, (requests.get(k) ?? 0) + v);
+    for (const [k, v] of sumBy(text, 'warmpool_claims_total', ['result'])) claims.set(k, (claims.get(k) ?? 0) + v);
+    cpu += cpuSeconds(c.proc.pid as number);
+  }
+  return { requests, claims, cpu };
+}
+
+/**
+ * A controller's heap in use right after a full collection (so garbage, such as a list of
+ * thousands of whole pods just parsed, does not count), which its inspector makes happen: the
+ * controller runs with NODE_OPTIONS=--inspect=127.0.0.1:0 and prints where it listens.
+ */
+export async function heapUsedMb(c: Controller): Promise<number> {
+  const url = c.output.map((line) => /Debugger listening on (ws:\/\/\S+)/.exec(line)?.[1]).find(Boolean);
+  if (!url) throw new Error('the controller has no inspector (NODE_OPTIONS=--inspect=127.0.0.1:0)');
+  const inspector = new WebSocket(url);
+  await once(inspector, 'open');
+  inspector.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }));
+  await once(inspector, 'message');
+  inspector.close();
+  const text = await (await fetch(`${c.admin}/metrics`)).text();
+  return (sumBy(text, 'nodejs_heap_size_used_bytes', []).get('') ?? NaN) / 2 ** 20;
+}
