@@ -51,6 +51,7 @@ export const errors = {
     new WarmpoolError('unsupported_transfer_coding', 501, 'only the chunked transfer coding is supported on request bodies'),
   badRequest: (message: string) => new WarmpoolError('bad_request', 400, message),
   headersTooLarge: () => new WarmpoolError('headers_too_large', 431, 'request headers over the size limit'),
+  uriTooLong: (limit: number) => new WarmpoolError('uri_too_long', 414, `request target over ${limit} bytes`),
   requestTimeout: () => new WarmpoolError('request_timeout', 408, 'the request headers did not arrive in time'),
   expectationFailed: () => new WarmpoolError('expectation_failed', 417, 'the only expectation supported is 100-continue'),
   reservedPath: () => new WarmpoolError('reserved_path', 403, 'a worker\'s /session route takes settings from the controller only'),

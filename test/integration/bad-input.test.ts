@@ -272,6 +272,19 @@ describe('bad input, property-based', { timeout: 180_000 }, () => {
     }
   });
 
+  test('when the request target is over 8 KiB, then the answer is 414 uri_too_long and nothing is forwarded; just under, the worker gets it', async () => {
+    const before = await seen(B);
+    for (const path of [`/sessions/${A}/${'a'.repeat(8192)}`, `/sessions/${B}/${'a'.repeat(16_200)}`, `/${'a'.repeat(8192)}`]) {
+      const { reply } = await exchange(c, rawRequest('GET', path));
+      assert.ok(reply, 'answered');
+      assert.deepEqual([reply.status, assertError(reply, path.slice(0, 40))], [414, 'uri_too_long']);
+    }
+    assert.equal(await seen(B), before + 1, 'B\'s worker got nothing but the counting request');
+    const under = `/sessions/${A}/${'a'.repeat(8000)}`;
+    const { reply } = await exchange(c, rawRequest('GET', under));
+    assert.equal(reply?.status, 200);
+  });
+
   test('when the request target is not a path (asterisk- or absolute-form) or has a fragment, then the answer is 400 bad_request and no session is claimed for it', async () => {
     for (const target of ['*', `http://127.0.0.1:1/sessions/${B}/history`, '/echo#x', `/sessions/${A}/x#y`]) {
       for (const headers of [[], [['X-Session-Id', A]]] as [string, string][][]) {

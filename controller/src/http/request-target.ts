@@ -11,7 +11,15 @@ export function hasDotSegment(path: string): boolean {
 }
 
 /**
- * Refuses, with 400 bad_request, a request target that no ordinary client sends and that the
+ * The longest request target forwarded. The router takes 16 KiB of request line and headers, as
+ * Node's servers do by default; a worker given a target near that, plus the forwarding headers
+ * the router adds, would refuse it with a bare 431 or a closed connection. Half of it (as
+ * nginx's default buffers) leaves the headers their room and the client a clear 414.
+ */
+const MAX_TARGET_BYTES = 8192;
+
+/**
+ * Refuses, with 414 uri_too_long, a target over MAX_TARGET_BYTES, and with 400 bad_request, a request target that no ordinary client sends and that the
  * readers along the way could route differently:
  * - anything but a path (origin-form): `*` (asterisk-form) and `http://host/...`
  *   (absolute-form, what a client sends to a forward proxy; RFC 9112 3.2.2 asks an origin to
@@ -31,6 +39,7 @@ export function hasDotSegment(path: string): boolean {
  * applications use them.
  */
 export function checkRequestTarget(url: string): void {
+  if (url.length > MAX_TARGET_BYTES) throw errors.uriTooLong(MAX_TARGET_BYTES);
   if (!url.startsWith('/')) throw errors.badRequest('the request target must be a path');
   if (url.includes('#')) throw errors.badRequest('a request target has no fragment');
   const q = url.indexOf('?');
