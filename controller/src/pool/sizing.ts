@@ -1,0 +1,193 @@
+/**
+ * Adaptive pool sizing: one pure, deterministic function from what every replica can see (the
+ * claim times of a pool and how long its pods take from creation to Ready) to the pool's size.
+ * The controller and the simulator (`npm run simulate`) both call it, so what the simulator
+ * predicts is what the controller does.
+ *
+ * The model: a claim takes a warm pod and the ReplicaSet starts a replacement, which is Ready one
+ * refill time T later. With N pods in the pool and claims arriving as a Poisson stream of rate λ,
+ * the pods being refilled at any moment are Poisson with mean λT (an M/G/∞ queue), and by PASTA
+ * an arriving claim finds all N refilling, and so waits, with probability P(X >= N). The target
+ * is the smallest N whose miss probability is at most the target miss rate ε.
+ *
+ * Leaderless by construction: the result depends only on the claim times, the refill time and the
+ * clock, read at whole-second ticks a little in the past (SETTLE_MS), so replicas that see the
+ * same pods compute the same size. Nothing here remembers earlier decisions: the scale-down
+ * stabilization and its bounded step are recomputed from the claim times each time.
+ */
+
+export interface SizingSettings {
+  minSize: number;
+  maxSize: number;
+  /** ε: the share of claims allowed to wait for a pod to start. */
+  targetMissRate: number;
+  /** How many seconds of claims the arrival rate is measured over. */
+  rateWindowS: number;
+  /** How long a lower size must be recommended before the pool shrinks (like the HPA's stabilization window). */
+  scaleDownWindowS: number;
+}
+
+/** Claims of one pool: how many were made in [fromMs, toMs). */
+export interface Arrivals {
+  count(fromMs: number, toMs: number): number;
+}
+
+/** Decisions are made at whole seconds, so replicas evaluating at slightly different moments agree. */
+export const TICK_MS = 1000;
+/** Claims younger than this are not read yet: by then every replica's watch has shown them. */
+export const SETTLE_MS = 2000;
+/** Each step period (a quarter of the scale-down window) the size falls by at most this share... */
+const STEP_FRACTION = 0.25;
+/** ...for this many periods, after which the stabilization window alone holds it. */
+const STEPS = 8;
+/** Below this mean the tail is summed exactly; above it the normal approximation is within one pod. */
+const EXACT_MEAN = 700;
+
+/** P(X >= n) for X Poisson with mean `mean`: the chance a claim finds all n pods refilling. */
+export function missProbability(mean: number, n: number): number {
+  if (n <= 0) return 1;
+  if (mean <= 0) return 0;
+  if (mean > EXACT_MEAN) return upperNormalTail((n - 0.5 - mean) / Math.sqrt(mean));
+  let pmf = Math.exp(-mean);
+  let below = 0;
+  for (let k = 0; k < n; k++) {
+    below += pmf;
+    pmf *= mean / (k + 1);
+  }
+  return Math.max(0, 1 - below);
+}
+
+/** The smallest n with missProbability(mean, n) <= epsilon (0 when no claims arrive). */
+export function sizeFor(mean: number, epsilon: number): number {
+  if (mean <= 0) return 0;
+  if (mean > EXACT_MEAN) {
+    // Cornish-Fisher start, then at most a step or two to the exact boundary of the approximation.
+    const z = normalQuantile(1 - epsilon);
+    let n = Math.max(1, Math.ceil(mean + z * Math.sqrt(mean) + (z * z - 1) / 6 + 0.5));
+    while (n > 1 && missProbability(mean, n - 1) <= epsilon) n--;
+    while (missProbability(mean, n) > epsilon) n++;
+    return n;
+  }
+  let pmf = Math.exp(-mean);
+  let below = 0;
+  let n = 0;
+  while (1 - below > epsilon) {
+    below += pmf;
+    pmf *= mean / (n + 1);
+    n++;
+  }
+  return n;
+}
+
+/**
+ * Claims per second at `atMs`: the larger of the rate over the whole window and over its last
+ * quarter, so a burst is answered within a quarter window while a quiet spell is judged on the
+ * whole window (and then on the stabilization window) before the pool shrinks.
+ */
+export function arrivalRate(arrivals: Arrivals, atMs: number, windowS: number): number {
+  const longMs = windowS * 1000;
+  const shortMs = longMs / 4;
+  const long = arrivals.count(atMs - longMs, atMs) / windowS;
+  const short = arrivals.count(atMs - shortMs, atMs) / (windowS / 4);
+  return Math.max(long, short);
+}
+
+/** The refill samples a pool keeps (the most recent pods to turn Ready). */
+export const REFILL_SAMPLES = 20;
+/** The refill time assumed while a pool has no pod that turned Ready. */
+export const DEFAULT_REFILL_S = 30;
+
+/** A robust high refill time: the 90th percentile (nearest rank) of the samples, in seconds. */
+export function refillEstimate(samplesS: readonly number[]): number {
+  if (samplesS.length === 0) return DEFAULT_REFILL_S;
+  const sorted = [...samplesS].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil(0.9 * sorted.length) - 1)] as number;
+}
+
+/** How far back a decision reads claims: the rate window, the stabilization window and the step periods. */
+export function historyMs(s: SizingSettings): number {
+  return (s.rateWindowS + s.scaleDownWindowS * (1 + STEPS * STEP_FRACTION)) * 1000 + SETTLE_MS + TICK_MS;
+}
+
+export interface SizingInput {
+  arrivals: Arrivals;
+  /** The pool's refill time (refillEstimate), seconds. */
+  refillS: number;
+  settings: SizingSettings;
+  /** The Deployment's replicas now. */
+  current: number;
+  now: number;
+  /**
+   * Since when this replica's view of the claims is whole (it sees claimed pods that were
+   * deleted only from its start on). Until it has watched historyMs, it only grows the pool: a
+   * shorter history can only under-count, and the replicas that watched longer shrink it.
+   */
+  completeSince: number;
+}
+
+export interface Decision {
+  /** The size the pool should have now. */
+  target: number;
+  /** λ at the latest tick, claims per second. */
+  rate: number;
+  refillS: number;
+  /** The size the latest tick alone asks for (before stabilization and the step bound). */
+  recommended: number;
+  /** The miss rate the model predicts for `target` at the latest rate. */
+  predictedMissRate: number;
+  /** The tick the decision reads up to (epoch ms). */
+  tick: number;
+}
+
+const clamp = (n: number, s: SizingSettings) => Math.min(s.maxSize, Math.max(s.minSize, n));
+
+/**
+ * The pool's size now. Up at once: the latest tick's recommendation is always honoured. Down
+ * slowly: a tick's recommendation holds for the stabilization window S, and then decays by at
+ * most STEP_FRACTION per step period (S/4), so the size follows the largest of those decayed
+ * recommendations. All of it is recomputed from the claims, so it needs no memory of its own.
+ */
+export function decide(input: SizingInput): Decision {
+  const { arrivals, refillS, settings: s, current, now } = input;
+  const tick = Math.floor((now - SETTLE_MS) / TICK_MS) * TICK_MS;
+  const rate = arrivalRate(arrivals, tick, s.rateWindowS);
+  const recommended = clamp(sizeFor(rate * refillS, s.targetMissRate), s);
+  let target = recommended;
+  if (s.minSize < s.maxSize) {
+    const windowMs = s.scaleDownWindowS * 1000;
+    const periodMs = windowMs * STEP_FRACTION;
+    // The largest rate in each group: group 0 is the stabilization window, group j the j-th period before it.
+    const peaks = new Array<number>(STEPS + 1).fill(0);
+    for (let u = tick; u > tick - windowMs - STEPS * periodMs; u -= TICK_MS) {
+      const j = u > tick - windowMs ? 0 : Math.ceil((tick - windowMs - u + 1) / periodMs);
+      peaks[j] = Math.max(peaks[j] as number, arrivalRate(arrivals, u, s.rateWindowS));
+    }
+    peaks.forEach((peak, j) => {
+      target = Math.max(target, Math.floor(sizeFor(peak * refillS, s.targetMissRate) * (1 - STEP_FRACTION) ** j));
+    });
+    target = clamp(target, s);
+    if (now - input.completeSince < historyMs(s)) target = Math.max(target, Math.min(current, s.maxSize));
+  }
+  return { target, rate, refillS, recommended, predictedMissRate: missProbability(rate * refillS, target), tick };
+}
+
+/** 1 - Φ(z), by the complementary error function (Abramowitz and Stegun 7.1.26). */
+function upperNormalTail(z: number): number {
+  const x = Math.abs(z) / Math.SQRT2;
+  const t = 1 / (1 + 0.3275911 * x);
+  const erfc = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))) * Math.exp(-x * x);
+  return z >= 0 ? erfc / 2 : 1 - erfc / 2;
+}
+
+/** Φ⁻¹(p) for 0.5 <= p < 1 (Acklam's rational approximation, upper region and centre). */
+function normalQuantile(p: number): number {
+  if (p > 0.97575) {
+    const q = Math.sqrt(-2 * Math.log(1 - p));
+    return -(((((-7.784894002430293e-3 * q - 3.223964580411365e-1) * q - 2.400758277161838) * q - 2.549732539343734) * q + 4.374664141464968) * q + 2.938163982698783)
+      / ((((7.784695709041462e-3 * q + 3.224671290700398e-1) * q + 2.445134137142996) * q + 3.754408661907416) * q + 1);
+  }
+  const q = p - 0.5;
+  const r = q * q;
+  return (((((-3.969683028665376e1 * r + 2.209460984245205e2) * r - 2.759285104469687e2) * r + 1.383577518672690e2) * r - 3.066479806614716e1) * r + 2.506628274631000) * q
+    / (((((-5.447609879822406e1 * r + 1.615858368580409e2) * r - 1.556989798598866e2) * r + 6.680131188303479e1) * r - 1.328068155493880e1) * r + 1);
+}
