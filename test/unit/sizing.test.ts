@@ -5,9 +5,10 @@ import { decide, historyMs, missProbability, refillEstimate, sizeFor, DEFAULT_RE
 
 const settings: SizingSettings = { minSize: 1, maxSize: 100, targetMissRate: 0.01, rateWindowS: 60, scaleDownWindowS: 300 };
 
-/** Claims at the given epoch ms. */
-function arrivals(times: number[]): Arrivals {
-  return { count: (from, to) => times.filter((t) => t >= from && t < to).length };
+/** Claims landed at the given epoch ms; those in `late` had waited. */
+function arrivals(times: number[], late: number[] = []): Arrivals {
+  const within = (list: number[], from: number, to: number) => list.filter((t) => t >= from && t < to).length;
+  return { count: (from, to) => within(times, from, to), waited: (from, to) => within(late, from, to) };
 }
 
 /** `rate` claims per second, evenly spaced, over [fromMs, toMs). */
@@ -80,6 +81,14 @@ describe('sizing decisions', () => {
       last = target;
     }
     assert.equal(last, 1);
+  });
+
+  test('when recent claims had to wait, then the demand counted is scaled up by their share, at most doubled', () => {
+    const times = steady(2, T0 - 60_000, T0);
+    const hits = decide({ ...base, arrivals: arrivals(times), now: T0 + 2000 });
+    const saturated = decide({ ...base, arrivals: arrivals(times, times), now: T0 + 2000 });
+    assert.ok(Math.abs(saturated.rate - 2 * hits.rate) < 1e-9);
+    assert.ok(saturated.target > hits.target);
   });
 
   test('when two replicas decide within the same second, then they agree', () => {

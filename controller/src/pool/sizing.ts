@@ -27,9 +27,10 @@ export interface SizingSettings {
   scaleDownWindowS: number;
 }
 
-/** Claims of one pool: how many were made in [fromMs, toMs). */
+/** Claims of one pool, by the time they landed: how many in [fromMs, toMs), and how many of those had waited. */
 export interface Arrivals {
   count(fromMs: number, toMs: number): number;
+  waited(fromMs: number, toMs: number): number;
 }
 
 /** Decisions are made at whole seconds, so replicas evaluating at slightly different moments agree. */
@@ -80,20 +81,27 @@ export function sizeFor(mean: number, epsilon: number): number {
 }
 
 /**
- * Claims per second at `atMs`: the larger of the rate over the whole window and over its last
- * quarter, so a burst is answered within a quarter window while a quiet spell is judged on the
- * whole window (and then on the stabilization window) before the pool shrinks.
+ * Demand per second at `atMs`: the claim rate over the whole window, or, when a burst shows in
+ * the window's last quarter, that quarter's rate less two standard deviations of its count (a
+ * burst is answered within seconds, while the noise of a short window at a steady rate, which the
+ * stabilization window would keep as its peak, does not inflate the pool). Claims are seen only
+ * once they land, and a drained pool lands no more than its size per refill time however many
+ * wait or give up: so the rate is scaled by 1 + the share of recent claims that waited, which
+ * doubles a saturated pool each refill time instead of growing it by a few pods.
  */
 export function arrivalRate(arrivals: Arrivals, atMs: number, windowS: number): number {
   const longMs = windowS * 1000;
-  const shortMs = longMs / 4;
   const long = arrivals.count(atMs - longMs, atMs) / windowS;
-  const short = arrivals.count(atMs - shortMs, atMs) / (windowS / 4);
-  return Math.max(long, short);
+  const recent = arrivals.count(atMs - longMs / 4, atMs);
+  const rate = Math.max(long, (recent - 2 * Math.sqrt(recent)) / (windowS / 4));
+  return recent === 0 ? rate : rate * (1 + arrivals.waited(atMs - longMs / 4, atMs) / recent);
 }
 
-/** The refill samples a pool keeps (the most recent pods to turn Ready). */
-export const REFILL_SAMPLES = 20;
+/**
+ * The refill samples a pool keeps: the most recent pods to turn Ready. Enough that one slow start
+ * moves the 90th percentile by one rank, not to the slow start's time.
+ */
+export const REFILL_SAMPLES = 200;
 /** The refill time assumed while a pool has no pod that turned Ready. */
 export const DEFAULT_REFILL_S = 30;
 

@@ -1,0 +1,285 @@
+/**
+ * A discrete-event model of one pool, with time in millisecond slots (a calendar queue: pods
+ * becoming Ready are kept in a ring indexed by their Ready slot, waiting claims in a ring indexed
+ * by their arrival slot), so each event costs O(1) whatever the rate. It plays what the cluster
+ * does: a claim takes a warm pod, or waits (first come, first served) for the next one to turn
+ * Ready, or fails after the claim timeout; each claim makes the ReplicaSet start a replacement
+ * that is Ready one refill time later; a resize adds pods, or removes not-ready pods before
+ * Ready ones. Every second it asks the controller's own `decide` for the size.
+ */
+import { decide, refillEstimate, REFILL_SAMPLES, type Arrivals, type SizingSettings } from '../../controller/src/pool/sizing.js';
+import type { Trace } from './traces.js';
+
+/** Seconds from pod creation to Ready: log-normal, with this median and log-scale spread. */
+export interface RefillModel {
+  medianS: number;
+  sigma: number;
+}
+
+export interface RunOptions {
+  seed: number;
+  /** Claims older than this fail (CLAIM_TIMEOUT_MS). */
+  claimTimeoutMs: number;
+  /**
+   * Seconds of the trace's first rate played before it, unmeasured: every policy starts as it
+   * would after running at that rate, not from an empty pool.
+   */
+  warmupS: number;
+  /** The size is sampled this often for the timeline. */
+  sampleEveryS: number;
+}
+
+export interface RunResult {
+  sessions: number;
+  waited: number;
+  failed: number;
+  /** Waits of the claims that waited, ms: [p50, p99]. */
+  waitP50Ms: number;
+  waitP99Ms: number;
+  idlePodSeconds: number;
+  /** [second, pool size, claims per second since the previous sample] every sampleEveryS. */
+  timeline: [number, number, number][];
+  cpuMs: number;
+}
+
+/** sfc32: a small, fast, seeded generator, so every run of a trace is the same. */
+function rng(seed: number): () => number {
+  let a = 0x9e3779b9, b = 0x243f6a88, c = 0xb7e15162, d = seed >>> 0;
+  return () => {
+    const t = (((a + b) | 0) + d) | 0;
+    d = (d + 1) | 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) | 0;
+    c = (c << 21) | (c >>> 11);
+    c = (c + t) | 0;
+    return (t >>> 0) / 4294967296;
+  };
+}
+
+/** Claims counted per second (cumulatively, so any window is two reads). */
+class SecondCounts {
+  private readonly cumulative: Float64Array;
+  private current = 0;
+
+  constructor(seconds: number) {
+    this.cumulative = new Float64Array(seconds + 2);
+  }
+
+  add(slot: number, n: number): void {
+    const s = Math.floor(slot / 1000);
+    while (this.current < s) {
+      this.current++;
+      this.cumulative[this.current + 1] = this.cumulative[this.current] as number;
+    }
+    this.cumulative[s + 1] = (this.cumulative[s + 1] as number) + n;
+  }
+
+  /** Claims before the second of `ms`. */
+  before(ms: number): number {
+    const s = Math.floor(ms / 1000);
+    if (s <= 0) return 0;
+    return (s > this.current ? this.cumulative[this.current + 1] : this.cumulative[s]) as number;
+  }
+}
+
+/** The claims the pool saw, read back as the sizing function's Arrivals. */
+class Claims implements Arrivals {
+  private readonly all: SecondCounts;
+  private readonly late: SecondCounts;
+
+  constructor(seconds: number) {
+    this.all = new SecondCounts(seconds);
+    this.late = new SecondCounts(seconds);
+  }
+
+  add(slot: number, n: number, waited: boolean): void {
+    this.all.add(slot, n);
+    if (waited) this.late.add(slot, n);
+  }
+
+  count(fromMs: number, toMs: number): number {
+    return this.all.before(toMs) - this.all.before(fromMs);
+  }
+
+  waited(fromMs: number, toMs: number): number {
+    return this.late.before(toMs) - this.late.before(fromMs);
+  }
+}
+
+/** One run of `trace` against a pool sized by `settings` (min == max: a fixed size). */
+export function simulate(trace: Trace, settings: SizingSettings, refill: RefillModel, o: RunOptions): RunResult {
+  const started = process.cpuUsage();
+  const random = rng(o.seed);
+  const endSlot = (trace.durationS + o.warmupS) * 1000;
+  const longestS = refill.medianS * Math.exp(5 * refill.sigma);
+  const ringLength = Math.ceil(longestS * 1000) + 2;
+  const ready = new Float64Array(ringLength);
+  const timeout = o.claimTimeoutMs;
+  const waitRing = new Float64Array(timeout + 1);
+  const waitHist = new Float64Array(timeout + 1);
+  const claims = new Claims(trace.durationS + o.warmupS);
+  const samples: number[] = [];
+  const warmupSlot = o.warmupS * 1000;
+  const timeline: [number, number, number][] = [];
+
+  let replicas = settings.minSize;
+  let warm = replicas;
+  let starting = 0;
+  let cancel = 0;
+  let waiting = 0;
+  let head = 0;
+  let sessions = 0, waited = 0, failed = 0, idleMs = 0, lastSecondClaims = 0;
+
+  const sampleRefill = () => Math.min(longestS, refill.medianS * Math.exp(refill.sigma * gaussian(random)));
+  /** n pods created at `slot`: one by one, or in at most 64 batches sharing a refill time when there are many. */
+  const create = (slot: number, n: number) => {
+    const batches = Math.min(n, 64);
+    for (let i = 0; i < batches; i++) {
+      const size = Math.floor(n / batches) + (i < n % batches ? 1 : 0);
+      const refillS = sampleRefill();
+      samples.push(refillS);
+      if (samples.length > REFILL_SAMPLES) samples.shift();
+      const at = (slot + Math.max(1, Math.round(refillS * 1000))) % ringLength;
+      ready[at] = (ready[at] as number) + size;
+    }
+    starting += n;
+  };
+  const claimed = (slot: number, n: number, waitMs: number) => {
+    claims.add(slot, n, waitMs > 0);
+    lastSecondClaims += n;
+    create(slot, n);
+    if (slot < warmupSlot) return;
+    sessions += n;
+    if (waitMs > 0) {
+      waited += n;
+      waitHist[waitMs] = (waitHist[waitMs] as number) + n;
+    }
+  };
+  const resize = (to: number) => {
+    let diff = to - (warm + starting - cancel);
+    replicas = to;
+    if (diff > 0) {
+      const kept = Math.min(cancel, diff);
+      cancel -= kept;
+      diff -= kept;
+      if (diff > 0) create(Math.floor(now), diff);
+      return;
+    }
+    const notReady = Math.min(-diff, starting - cancel);
+    cancel += notReady;
+    warm -= -diff - notReady;
+  };
+
+  let now = 0;
+  let perSlot = 0;
+  let emptyChance = 1;
+  const fileCounts = trace.counts;
+  for (let slot = 0; slot < endSlot; slot++) {
+    now = slot;
+    const r = slot % ringLength;
+    let up = ready[r] as number;
+    if (up > 0) {
+      ready[r] = 0;
+      starting -= up;
+      const dropped = Math.min(cancel, up);
+      cancel -= dropped;
+      up -= dropped;
+      warm += up;
+    }
+    if (waiting > 0) {
+      // Claims that waited out the timeout fail; the oldest waiting claims take the pods now Ready.
+      const expired = slot - timeout;
+      if (expired >= 0) {
+        const w = expired % (timeout + 1);
+        const n = waitRing[w] as number;
+        if (n > 0) {
+          waitRing[w] = 0;
+          waiting -= n;
+          if (slot >= warmupSlot) {
+            failed += n;
+            waited += n;
+            sessions += n;
+            waitHist[timeout] = (waitHist[timeout] as number) + n;
+          }
+        }
+        if (head < expired + 1) head = expired + 1;
+      }
+      while (warm > 0 && waiting > 0) {
+        const w = head % (timeout + 1);
+        const n = Math.min(warm, waitRing[w] as number);
+        if (n > 0) {
+          waitRing[w] = (waitRing[w] as number) - n;
+          waiting -= n;
+          warm -= n;
+          claimed(slot, n, slot - head);
+        }
+        if ((waitRing[w] as number) === 0) head++;
+      }
+    }
+    if (slot % 1000 === 0) {
+      const second = slot / 1000 - o.warmupS;
+      if (trace.rate) {
+        perSlot = trace.rate(Math.max(0, second)) / 1000;
+        emptyChance = Math.exp(-perSlot);
+      }
+      const d = decide({ arrivals: claims, refillS: refillEstimate(samples), settings, current: replicas, now: slot, completeSince: Number.NEGATIVE_INFINITY });
+      if (d.target !== replicas) resize(d.target);
+      if (second >= 0 && second % o.sampleEveryS === 0) {
+        timeline.push([second, replicas, lastSecondClaims / o.sampleEveryS]);
+        lastSecondClaims = 0;
+      }
+    }
+    let k = 0;
+    if (fileCounts) k = fileCounts.get(slot - warmupSlot) ?? 0;
+    else if (perSlot > 0) k = poissonDraw(perSlot, emptyChance, random);
+    if (k > 0) {
+      if (waiting === 0) {
+        const hits = Math.min(k, warm);
+        warm -= hits;
+        if (hits > 0) claimed(slot, hits, 0);
+        k -= hits;
+      }
+      if (k > 0) {
+        if (waiting === 0) head = slot;
+        const w = slot % (timeout + 1);
+        waitRing[w] = (waitRing[w] as number) + k;
+        waiting += k;
+      }
+    }
+    if (slot >= warmupSlot) idleMs += warm;
+  }
+  const [waitP50Ms, waitP99Ms] = percentiles(waitHist, waited, [0.5, 0.99]);
+  const cpu = process.cpuUsage(started);
+  return { sessions, waited, failed, waitP50Ms, waitP99Ms, idlePodSeconds: idleMs / 1000, timeline, cpuMs: (cpu.user + cpu.system) / 1000 };
+}
+
+/** A Poisson draw with mean `mean` (inversion; the normal approximation for large means). */
+function poissonDraw(mean: number, emptyChance: number, random: () => number): number {
+  if (mean > 50) return Math.max(0, Math.round(mean + Math.sqrt(mean) * gaussian(random)));
+  const u = random();
+  let p = emptyChance;
+  let cdf = p;
+  let k = 0;
+  while (u > cdf && k < 1000) {
+    k++;
+    p *= mean / k;
+    cdf += p;
+  }
+  return k;
+}
+
+function gaussian(random: () => number): number {
+  return Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+}
+
+function percentiles(hist: Float64Array, total: number, qs: number[]): number[] {
+  return qs.map((q) => {
+    if (total === 0) return 0;
+    let seen = 0;
+    for (let i = 0; i < hist.length; i++) {
+      seen += hist[i] as number;
+      if (seen >= q * total) return i;
+    }
+    return hist.length - 1;
+  });
+}
