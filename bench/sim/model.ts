@@ -4,10 +4,11 @@
  * by their arrival slot), so each event costs O(1) whatever the rate. It plays what the cluster
  * does: a claim takes a warm pod, or waits (first come, first served) for the next one to turn
  * Ready, or fails after the claim timeout; each claim makes the ReplicaSet start a replacement
- * that is Ready one refill time later; a resize adds pods, or removes not-ready pods before
- * Ready ones. Every second it asks the controller's own `decide` for the size.
+ * that is Ready one refill time later; a resize adds pods, or removes pods as the ReplicaSet
+ * does (not-ready before Ready, the newest first). Every second it asks the controller's own
+ * `decide` for the size.
  */
-import { decide, refillEstimate, REFILL_SAMPLES, type Arrivals, type SizingSettings } from '../../controller/src/pool/sizing.js';
+import { decide, refillEstimate, refillTick, REFILL_SAMPLES, type Arrivals, type SizingSettings } from '../../controller/src/pool/sizing.js';
 import type { Trace } from './traces.js';
 
 /** Seconds from pod creation to Ready: log-normal, with this median and log-scale spread. */
@@ -27,6 +28,8 @@ export interface RunOptions {
   warmupS: number;
   /** The size is sampled this often for the timeline. */
   sampleEveryS: number;
+  /** Length of a time slot, ms (a divisor of 1000): 1 by default; 10 for rates of thousands per second. */
+  slotMs?: number;
 }
 
 export interface RunResult {
@@ -110,80 +113,80 @@ class Claims implements Arrivals {
 export function simulate(trace: Trace, settings: SizingSettings, refill: RefillModel, o: RunOptions): RunResult {
   const started = process.cpuUsage();
   const random = rng(o.seed);
-  const endSlot = (trace.durationS + o.warmupS) * 1000;
+  const slotMs = o.slotMs ?? 1;
+  const perSecond = 1000 / slotMs;
+  const warmupSlot = o.warmupS * perSecond;
+  const endSlot = trace.durationS * perSecond + warmupSlot;
   const longestS = refill.medianS * Math.exp(5 * refill.sigma);
-  const ringLength = Math.ceil(longestS * 1000) + 2;
+  const ringLength = Math.ceil(longestS * perSecond) + 2;
   const ready = new Float64Array(ringLength);
-  const timeout = o.claimTimeoutMs;
+  const timeout = Math.ceil(o.claimTimeoutMs / slotMs);
   const waitRing = new Float64Array(timeout + 1);
   const waitHist = new Float64Array(timeout + 1);
   const claims = new Claims(trace.durationS + o.warmupS);
-  const samples: number[] = [];
-  const warmupSlot = o.warmupS * 1000;
+  const samples = new Float64Array(REFILL_SAMPLES);
+  let sampled = 0;
+  const refillAt = new Map<number, number>();
   const timeline: [number, number, number][] = [];
 
   let replicas = settings.minSize;
   let warm = replicas;
   let starting = 0;
-  let cancel = 0;
   let waiting = 0;
   let head = 0;
-  let sessions = 0, waited = 0, failed = 0, idleMs = 0, lastSecondClaims = 0;
+  let sessions = 0, waited = 0, failed = 0, idleMs = 0, claimsSinceSample = 0;
 
-  const sampleRefill = () => Math.min(longestS, refill.medianS * Math.exp(refill.sigma * gaussian(random)));
-  /** n pods created at `slot`: one by one, or in at most 64 batches sharing a refill time when there are many. */
+  /** n pods created at `slot`: one by one, or in 4 batches sharing a refill time when there are more. */
   const create = (slot: number, n: number) => {
-    const batches = Math.min(n, 64);
+    const batches = Math.min(n, 4);
     for (let i = 0; i < batches; i++) {
       const size = Math.floor(n / batches) + (i < n % batches ? 1 : 0);
-      const refillS = sampleRefill();
-      samples.push(refillS);
-      if (samples.length > REFILL_SAMPLES) samples.shift();
-      const at = (slot + Math.max(1, Math.round(refillS * 1000))) % ringLength;
+      const refillS = Math.min(longestS, refill.medianS * Math.exp(refill.sigma * gaussian(random)));
+      samples[sampled++ % REFILL_SAMPLES] = refillS;
+      const at = (slot + Math.max(1, Math.round(refillS * perSecond))) % ringLength;
       ready[at] = (ready[at] as number) + size;
     }
     starting += n;
   };
-  const claimed = (slot: number, n: number, waitMs: number) => {
-    claims.add(slot, n, waitMs > 0);
-    lastSecondClaims += n;
+  /** The ReplicaSet removes n pods: not-ready ones first, the newest (last to be Ready) first. */
+  const remove = (slot: number, n: number) => {
+    let left = n;
+    for (let ahead = ringLength - 1; ahead > 0 && left > 0 && starting > 0; ahead--) {
+      const at = (slot + ahead) % ringLength;
+      const gone = Math.min(left, ready[at] as number);
+      ready[at] = (ready[at] as number) - gone;
+      starting -= gone;
+      left -= gone;
+    }
+    warm -= left;
+  };
+  const claimed = (slot: number, n: number, waitSlots: number) => {
+    claims.add(slot * slotMs, n, waitSlots > 0);
+    claimsSinceSample += n;
     create(slot, n);
     if (slot < warmupSlot) return;
     sessions += n;
-    if (waitMs > 0) {
+    if (waitSlots > 0) {
       waited += n;
-      waitHist[waitMs] = (waitHist[waitMs] as number) + n;
+      waitHist[waitSlots] = (waitHist[waitSlots] as number) + n;
     }
   };
-  const resize = (to: number) => {
-    let diff = to - (warm + starting - cancel);
-    replicas = to;
-    if (diff > 0) {
-      const kept = Math.min(cancel, diff);
-      cancel -= kept;
-      diff -= kept;
-      if (diff > 0) create(Math.floor(now), diff);
-      return;
-    }
-    const notReady = Math.min(-diff, starting - cancel);
-    cancel += notReady;
-    warm -= -diff - notReady;
+  /** The refill estimate of each refill tick, from the samples when the tick is first asked for. */
+  const refillOf = (tick: number) => {
+    let t = refillAt.get(tick);
+    if (t === undefined) refillAt.set(tick, t = refillEstimate(Array.from(samples.subarray(0, Math.min(sampled, REFILL_SAMPLES)))));
+    return t;
   };
 
-  let now = 0;
   let perSlot = 0;
   let emptyChance = 1;
   const fileCounts = trace.counts;
   for (let slot = 0; slot < endSlot; slot++) {
-    now = slot;
     const r = slot % ringLength;
-    let up = ready[r] as number;
+    const up = ready[r] as number;
     if (up > 0) {
       ready[r] = 0;
       starting -= up;
-      const dropped = Math.min(cancel, up);
-      cancel -= dropped;
-      up -= dropped;
       warm += up;
     }
     if (waiting > 0) {
@@ -216,21 +219,25 @@ export function simulate(trace: Trace, settings: SizingSettings, refill: RefillM
         if ((waitRing[w] as number) === 0) head++;
       }
     }
-    if (slot % 1000 === 0) {
-      const second = slot / 1000 - o.warmupS;
+    if (slot % perSecond === 0) {
+      const now = slot * slotMs;
+      const second = slot / perSecond - o.warmupS;
       if (trace.rate) {
-        perSlot = trace.rate(Math.max(0, second)) / 1000;
+        perSlot = trace.rate(Math.max(0, second)) / perSecond;
         emptyChance = Math.exp(-perSlot);
       }
-      const d = decide({ arrivals: claims, refillS: refillEstimate(samples), settings, current: replicas, now: slot, completeSince: Number.NEGATIVE_INFINITY });
-      if (d.target !== replicas) resize(d.target);
+      if (now % 5000 === 0) refillOf(refillTick(now));
+      const d = decide({ arrivals: claims, refill: refillOf, settings, current: replicas, now, completeSince: Number.NEGATIVE_INFINITY });
+      if (d.target > replicas) create(slot, d.target - replicas);
+      else if (d.target < replicas) remove(slot, replicas - d.target);
+      replicas = d.target;
       if (second >= 0 && second % o.sampleEveryS === 0) {
-        timeline.push([second, replicas, lastSecondClaims / o.sampleEveryS]);
-        lastSecondClaims = 0;
+        timeline.push([second, replicas, claimsSinceSample / o.sampleEveryS]);
+        claimsSinceSample = 0;
       }
     }
     let k = 0;
-    if (fileCounts) k = fileCounts.get(slot - warmupSlot) ?? 0;
+    if (fileCounts) k = fileCounts.get(slot - warmupSlot) ?? 0; // trace files play in 1 ms slots
     else if (perSlot > 0) k = poissonDraw(perSlot, emptyChance, random);
     if (k > 0) {
       if (waiting === 0) {
@@ -246,9 +253,9 @@ export function simulate(trace: Trace, settings: SizingSettings, refill: RefillM
         waiting += k;
       }
     }
-    if (slot >= warmupSlot) idleMs += warm;
+    if (slot >= warmupSlot) idleMs += warm * slotMs;
   }
-  const [waitP50Ms, waitP99Ms] = percentiles(waitHist, waited, [0.5, 0.99]);
+  const [waitP50Ms, waitP99Ms] = percentiles(waitHist, waited, [0.5, 0.99]).map((slots) => slots * slotMs) as [number, number];
   const cpu = process.cpuUsage(started);
   return { sessions, waited, failed, waitP50Ms, waitP99Ms, idlePodSeconds: idleMs / 1000, timeline, cpuMs: (cpu.user + cpu.system) / 1000 };
 }

@@ -49,7 +49,7 @@ describe('sizing model', () => {
 });
 
 describe('sizing decisions', () => {
-  const base = { refillS: 5, settings, current: 1, completeSince: 0 };
+  const base = { refill: () => 5, settings, current: 1, completeSince: 0 };
 
   test('when min equals max, then the target is that size whatever the claims', () => {
     const fixed = { ...settings, minSize: 4, maxSize: 4 };
@@ -89,6 +89,14 @@ describe('sizing decisions', () => {
     const saturated = decide({ ...base, arrivals: arrivals(times, times), now: T0 + 2000 });
     assert.ok(Math.abs(saturated.rate - 2 * hits.rate) < 1e-9);
     assert.ok(saturated.target > hits.target);
+  });
+
+  test('when the refill time falls, then the pool shrinks only after the stabilization window', () => {
+    const claims = arrivals(steady(2, T0 - 600_000, T0 + 600_000));
+    const refill = (tick: number) => (tick < T0 ? 10 : 5);
+    const before = decide({ ...base, arrivals: claims, refill, now: T0 }).target;
+    assert.equal(decide({ ...base, arrivals: claims, refill, now: T0 + 200_000 }).target, before);
+    assert.ok(decide({ ...base, arrivals: claims, refill, now: T0 + 600_000 }).target < before);
   });
 
   test('when two replicas decide within the same second, then they agree', () => {

@@ -10,10 +10,12 @@
  * an arriving claim finds all N refilling, and so waits, with probability P(X >= N). The target
  * is the smallest N whose miss probability is at most the target miss rate ε.
  *
- * Leaderless by construction: the result depends only on the claim times, the refill time and the
- * clock, read at whole-second ticks a little in the past (SETTLE_MS), so replicas that see the
+ * Leaderless by construction: the result depends only on the claim times, the refill times and
+ * the clock, read at whole-second ticks a little in the past (SETTLE_MS), so replicas that see the
  * same pods compute the same size. Nothing here remembers earlier decisions: the scale-down
- * stabilization and its bounded step are recomputed from the claim times each time.
+ * stabilization and its bounded step are recomputed from the claims and refill times each time,
+ * which is why the refill time is asked for at each tick and not only now (a refill time that
+ * falls would otherwise shrink the pool at once, past the stabilization window).
  */
 
 export interface SizingSettings {
@@ -117,10 +119,21 @@ export function historyMs(s: SizingSettings): number {
   return (s.rateWindowS + s.scaleDownWindowS * (1 + STEPS * STEP_FRACTION)) * 1000 + SETTLE_MS + TICK_MS;
 }
 
+/** The refill time to size for at a refill tick, seconds: a function of the pods that turned Ready before it. */
+export type RefillAt = (tickMs: number) => number;
+
+/**
+ * The tick of the refill estimate that holds at `atMs`: refill estimates change every REFILL_TICK_MS,
+ * so callers can compute each once (the 90th percentile of the REFILL_SAMPLES pods that turned
+ * Ready last before that tick).
+ */
+export const REFILL_TICK_MS = 5000;
+export const refillTick = (atMs: number): number => Math.floor(atMs / REFILL_TICK_MS) * REFILL_TICK_MS;
+
 export interface SizingInput {
   arrivals: Arrivals;
-  /** The pool's refill time (refillEstimate), seconds. */
-  refillS: number;
+  /** The pool's refill time (refillEstimate of the samples before the tick), by refillTick. */
+  refill: RefillAt;
   settings: SizingSettings;
   /** The Deployment's replicas now. */
   current: number;
@@ -138,6 +151,7 @@ export interface Decision {
   target: number;
   /** λ at the latest tick, claims per second. */
   rate: number;
+  /** T at the latest tick, seconds. */
   refillS: number;
   /** The size the latest tick alone asks for (before stabilization and the step bound). */
   recommended: number;
@@ -156,22 +170,25 @@ const clamp = (n: number, s: SizingSettings) => Math.min(s.maxSize, Math.max(s.m
  * recommendations. All of it is recomputed from the claims, so it needs no memory of its own.
  */
 export function decide(input: SizingInput): Decision {
-  const { arrivals, refillS, settings: s, current, now } = input;
+  const { arrivals, settings: s, current, now } = input;
+  const refill = (u: number) => input.refill(refillTick(u));
   const tick = Math.floor((now - SETTLE_MS) / TICK_MS) * TICK_MS;
   const rate = arrivalRate(arrivals, tick, s.rateWindowS);
+  const refillS = refill(tick);
   const recommended = clamp(sizeFor(rate * refillS, s.targetMissRate), s);
   let target = recommended;
   if (s.minSize < s.maxSize) {
     const windowMs = s.scaleDownWindowS * 1000;
     const periodMs = windowMs * STEP_FRACTION;
-    // The largest rate in each group: group 0 is the stabilization window, group j the j-th period before it.
+    // The largest demand (claims per refill time) in each group: group 0 is the stabilization
+    // window, group j the j-th step period before it.
     const peaks = new Array<number>(STEPS + 1).fill(0);
     for (let u = tick; u > tick - windowMs - STEPS * periodMs; u -= TICK_MS) {
       const j = u > tick - windowMs ? 0 : Math.ceil((tick - windowMs - u + 1) / periodMs);
-      peaks[j] = Math.max(peaks[j] as number, arrivalRate(arrivals, u, s.rateWindowS));
+      peaks[j] = Math.max(peaks[j] as number, arrivalRate(arrivals, u, s.rateWindowS) * refill(u));
     }
     peaks.forEach((peak, j) => {
-      target = Math.max(target, Math.floor(sizeFor(peak * refillS, s.targetMissRate) * (1 - STEP_FRACTION) ** j));
+      target = Math.max(target, Math.floor(sizeFor(peak, s.targetMissRate) * (1 - STEP_FRACTION) ** j));
     });
     target = clamp(target, s);
     if (now - input.completeSince < historyMs(s)) target = Math.max(target, Math.min(current, s.maxSize));
