@@ -33,7 +33,7 @@ async function render(spec: vegaLite.TopLevelSpec): Promise<string> {
 export function tradeoff(points: CurvePoint[]): Promise<string> {
   const values = points.map((p) => ({ ...p, shown: Math.max(SHARE_FLOOR, p.waitedShare) }));
   const x = { field: 'idlePerSession', type: 'quantitative', title: 'idle warm pod-seconds per session' } as const;
-  const y = { field: 'shown', type: 'quantitative', title: 'sessions that waited (share; 1e-5 = none)', scale: { type: 'log', domain: [SHARE_FLOOR, 1] } } as const;
+  const y = { field: 'shown', type: 'quantitative', title: 'sessions that waited (share; 1e-5 = none)', scale: { type: 'log', domain: [SHARE_FLOOR, 1] as number[] } } as const;
   return render({
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     data: { values },

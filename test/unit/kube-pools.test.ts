@@ -137,8 +137,8 @@ describe('kubernetes pool settings from annotations', () => {
     put({ [MIN_SIZE]: 'lots' });
     await until('the problem shows', () => pool.snapshot().pools.chatbot?.problem !== undefined);
     assert.equal(pool.snapshot().pools.chatbot?.size, 3, 'no good settings yet: the defaults');
-    put({ [MIN_SIZE]: '2', [MAX_SIZE]: '5' });
-    await until('scaled to the new min-size', () => api.scaled === 2);
+    put({ [MIN_SIZE]: '2', [MAX_SIZE]: '2' });
+    await until('scaled to the new size', () => api.scaled === 2, 4000);
     assert.equal(pool.snapshot().pools.chatbot?.problem, undefined);
     put({ [MIN_SIZE]: '6', [MAX_SIZE]: '5' });
     await until('the problem shows', () => pool.snapshot().pools.chatbot?.problem !== undefined);
@@ -149,7 +149,7 @@ describe('kubernetes pool settings from annotations', () => {
     const events = api.events.filter((e) => e.reason === 'InvalidPoolSettings').map((e) => e.message);
     assert.deepEqual(events, [
       'pool chatbot: warmpool.dev/min-size "lots" is not a whole number from 0 to 10000; keeping min-size 3, max-size 3',
-      'pool chatbot: warmpool.dev/min-size 6 is over warmpool.dev/max-size 5; keeping min-size 2, max-size 5',
+      'pool chatbot: warmpool.dev/min-size 6 is over warmpool.dev/max-size 5; keeping min-size 2, max-size 2',
     ]);
     assert.equal((await metrics.poolConfigErrors.get()).values.find((v) => v.labels.pool === 'chatbot')?.value, 2);
     await pool.stop();

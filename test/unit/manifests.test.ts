@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { CONFIG_KEYS, parseConfig } from '../../controller/src/config.js';
 import { settingsOf, type PoolSettings } from '../../controller/src/pool/kubernetes/pools.js';
+import { SIZING_DEFAULTS } from '../../controller/src/pool/sizing.js';
 
 const K8S = fileURLToPath(new URL('../../k8s/', import.meta.url));
 const NAMESPACE = 'warmpool';
@@ -397,7 +398,7 @@ describe('k8s/examples/second-pool', () => {
     const small = secondPool.objects[0] as K8sObject;
     assertPool(small, 'small');
     const annotations = (small.metadata as Meta & { annotations?: Labels }).annotations ?? {};
-    const settings = settingsOf(annotations, { minSize: 3, maxSize: 3 });
+    const settings = settingsOf(annotations, { minSize: 3, maxSize: 3, ...SIZING_DEFAULTS });
     assert.equal(typeof settings, 'object', `its annotations are valid settings: ${JSON.stringify(settings)}`);
     assert.equal(small.spec?.replicas, (settings as PoolSettings).minSize, 'replicas = its min-size, so an apply does not fight the controller');
     assert.equal(podSpec(small).serviceAccountName, 'chatbot-worker', 'it runs as the workers\' identity that k8s/ creates');

@@ -29,6 +29,9 @@ export interface SizingSettings {
   scaleDownWindowS: number;
 }
 
+/** The sizing settings a pool has when neither its Deployment nor the environment sets them. */
+export const SIZING_DEFAULTS = Object.freeze({ targetMissRate: 0.01, rateWindowS: 60, scaleDownWindowS: 300 });
+
 /** Claims of one pool, by the time they landed: how many in [fromMs, toMs), and how many of those had waited. */
 export interface Arrivals {
   count(fromMs: number, toMs: number): number;
@@ -213,6 +216,6 @@ function normalQuantile(p: number): number {
   }
   const q = p - 0.5;
   const r = q * q;
-  return (((((-3.969683028665376e1 * r + 2.209460984245205e2) * r - 2.759285104469687e2) * r + 1.383577518672690e2) * r - 3.066479806614716e1) * r + 2.506628274631000) * q
-    / (((((-5.447609879822406e1 * r + 1.615858368580409e2) * r - 1.556989798598866e2) * r + 6.680131188303479e1) * r - 1.328068155493880e1) * r + 1);
+  return (((((-3.969683028665376e1 * r + 2.209460984245205e2) * r - 2.759285104469687e2) * r + 138.357751867269) * r - 3.066479806614716e1) * r + 2.506628274631) * q
+    / (((((-5.447609879822406e1 * r + 1.615858368580409e2) * r - 1.556989798598866e2) * r + 6.680131188303478e1) * r - 1.32806815549388e1) * r + 1);
 }

@@ -1,0 +1,144 @@
+/**
+ * The inputs of adaptive sizing, as the pod watch shows them, and the decisions made from them.
+ * Per pool: the claims (each claimed pod's `warmpool.dev/claimed-at`, and whether that claim had
+ * waited, `warmpool.dev/claim-wait-ms`), and the refill samples (each pod's creation to its Ready
+ * condition's lastTransitionTime). Claimed pods are deleted when their sessions end, so a claim
+ * is kept once seen, by pod uid, for as long as decisions read it (historyMs): every replica that
+ * watched that long holds the same claims; one that started later holds fewer, and the sizing
+ * function then lets it only grow pools. Nothing here is written anywhere: a restarted replica
+ * starts from the pods that still exist.
+ */
+import type { PodInfo } from './api.js';
+import { CLAIM_WAIT, CLAIMED_AT, epoch, POOL_LABEL, TAKEN } from './labels.js';
+import { decide, historyMs, refillEstimate, REFILL_SAMPLES, REFILL_TICK_MS, type Arrivals, type Decision, type SizingSettings } from '../sizing.js';
+
+/** Entries in ascending epoch ms (mostly appended to), each with a value; counted by binary search. */
+class Timeline {
+  readonly at: number[] = [];
+  readonly values: number[] = [];
+
+  add(t: number, value = 0): void {
+    let i = this.at.length;
+    while (i > 0 && (this.at[i - 1] as number) > t) i--;
+    this.at.splice(i, 0, t);
+    this.values.splice(i, 0, value);
+  }
+
+  /** How many are before `t`. */
+  before(t: number): number {
+    let lo = 0, hi = this.at.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.at[mid] as number) < t) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Drops the entries before `t`, but never the newest `keep`. */
+  prune(t: number, keep = 0): void {
+    const n = Math.min(this.before(t), Math.max(0, this.at.length - keep));
+    this.at.splice(0, n);
+    this.values.splice(0, n);
+  }
+}
+
+/** One pool's claims and refill samples. */
+class PoolInputs implements Arrivals {
+  /** Pod uids already counted, with the time they were counted at (to forget them with it). */
+  private readonly claimed = new Map<string, number>();
+  private readonly sampled = new Map<string, number>();
+  private readonly all = new Timeline();
+  private readonly late = new Timeline();
+  /** Ready times, each with its pod's refill seconds. */
+  private readonly refills = new Timeline();
+  private readonly refillCache = new Map<number, number>();
+  /** Older claims and samples were forgotten: ones seen again (a pod the watch sends anew) stay forgotten. */
+  private floor = 0;
+  private sampleFloor = 0;
+
+  claim(uid: string, at: number, waited: boolean): void {
+    if (this.claimed.has(uid) || at <= this.floor) return;
+    this.claimed.set(uid, at);
+    this.all.add(at);
+    if (waited) this.late.add(at);
+  }
+
+  sample(uid: string, readyAt: number, createdAt: number): void {
+    if (this.sampled.has(uid) || createdAt <= 0 || readyAt < createdAt || readyAt < this.sampleFloor) return;
+    this.sampled.set(uid, readyAt);
+    this.refills.add(readyAt, (readyAt - createdAt) / 1000);
+    // A sample older than a cached estimate (a watch that was late) changes it.
+    for (const tick of this.refillCache.keys()) if (tick > readyAt) this.refillCache.delete(tick);
+  }
+
+  count(fromMs: number, toMs: number): number {
+    return this.all.before(toMs) - this.all.before(fromMs);
+  }
+
+  waited(fromMs: number, toMs: number): number {
+    return this.late.before(toMs) - this.late.before(fromMs);
+  }
+
+  /** The refill estimate of the REFILL_SAMPLES pods that turned Ready last before `tick`. */
+  refill = (tick: number): number => {
+    let t = this.refillCache.get(tick);
+    if (t === undefined) {
+      const end = this.refills.before(tick);
+      this.refillCache.set(tick, t = refillEstimate(this.refills.values.slice(Math.max(0, end - REFILL_SAMPLES), end)));
+    }
+    return t;
+  };
+
+  /** Forgets what no decision reads any more (refill samples: all but the newest REFILL_SAMPLES before `before`). */
+  prune(before: number): void {
+    this.floor = before;
+    for (const [uid, at] of this.claimed) if (at < before) this.claimed.delete(uid);
+    this.all.prune(before);
+    this.late.prune(before);
+    const dropped = Math.max(0, this.refills.before(before) - REFILL_SAMPLES);
+    if (dropped > 0) {
+      this.sampleFloor = this.refills.at[dropped] as number;
+      this.refills.prune(this.sampleFloor);
+      for (const [uid, at] of this.sampled) if (at < this.sampleFloor) this.sampled.delete(uid);
+    }
+    for (const tick of this.refillCache.keys()) if (tick < before) this.refillCache.delete(tick);
+  }
+}
+
+export class Sizer {
+  private readonly pools = new Map<string, PoolInputs>();
+
+  /** `startedAt`: since when this replica has watched the pods. */
+  constructor(private readonly startedAt: number) {}
+
+  /** A pod as the watch shows it (any event): its claim and its refill time are recorded once. */
+  seen(pod: PodInfo, labelKey: string): void {
+    const pool = pod.labels[POOL_LABEL];
+    if (pool === undefined) return;
+    let inputs = this.pools.get(pool);
+    if (!inputs) this.pools.set(pool, inputs = new PoolInputs());
+    if (pod.readySince !== undefined) inputs.sample(pod.uid, pod.readySince, pod.createdAt);
+    if (pod.labels[labelKey] === TAKEN) inputs.claim(pod.uid, epoch(pod.annotations[CLAIMED_AT]), Number(pod.annotations[CLAIM_WAIT] ?? 0) > 0);
+  }
+
+  /** The pool's size now, and the figures it was decided from. */
+  decide(pool: string, settings: SizingSettings, current: number, now: number): Decision {
+    let inputs = this.pools.get(pool);
+    if (!inputs) this.pools.set(pool, inputs = new PoolInputs());
+    inputs.prune(now - historyMs(settings) - REFILL_TICK_MS);
+    return decide({ arrivals: inputs, refill: inputs.refill, settings, current, now, completeSince: this.startedAt });
+  }
+
+  /** Share of the claims landed in the rate window before `now` that had waited (the observed miss rate). */
+  observedMissRate(pool: string, settings: SizingSettings, now: number): number {
+    const inputs = this.pools.get(pool);
+    const from = now - settings.rateWindowS * 1000;
+    const n = inputs?.count(from, now) ?? 0;
+    return n === 0 ? 0 : (inputs as PoolInputs).waited(from, now) / n;
+  }
+
+  forget(pool: string): void {
+    this.pools.delete(pool);
+  }
+}
