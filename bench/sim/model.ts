@@ -40,13 +40,16 @@ export interface RunResult {
   waitP50Ms: number;
   waitP99Ms: number;
   idlePodSeconds: number;
+  /** Resizes, and how often the size turned from growing to shrinking or back. */
+  resizes: number;
+  directionChanges: number;
   /** [second, pool size, claims per second since the previous sample] every sampleEveryS. */
   timeline: [number, number, number][];
   cpuMs: number;
 }
 
 /** sfc32: a small, fast, seeded generator, so every run of a trace is the same. */
-function rng(seed: number): () => number {
+export function rng(seed: number): () => number {
   let a = 0x9e3779b9, b = 0x243f6a88, c = 0xb7e15162, d = seed >>> 0;
   return () => {
     const t = (((a + b) | 0) + d) | 0;
@@ -131,10 +134,13 @@ export function simulate(trace: Trace, settings: SizingSettings, refill: RefillM
 
   let replicas = settings.minSize;
   let warm = replicas;
+  // The pods the pool starts with took a refill time too: they are the first samples.
+  for (let i = 0; i < Math.min(replicas, REFILL_SAMPLES); i++) samples[sampled++] = Math.min(longestS, refill.medianS * Math.exp(refill.sigma * gaussian(random)));
   let starting = 0;
   let waiting = 0;
   let head = 0;
   let sessions = 0, waited = 0, failed = 0, idleMs = 0, claimsSinceSample = 0;
+  let resizes = 0, directionChanges = 0, direction = 0;
 
   /** n pods created at `slot`: one by one, or in 4 batches sharing a refill time when there are more. */
   const create = (slot: number, n: number) => {
@@ -228,9 +234,15 @@ export function simulate(trace: Trace, settings: SizingSettings, refill: RefillM
       }
       if (now % 5000 === 0) refillOf(refillTick(now));
       const d = decide({ arrivals: claims, refill: refillOf, settings, current: replicas, now, completeSince: Number.NEGATIVE_INFINITY });
-      if (d.target > replicas) create(slot, d.target - replicas);
-      else if (d.target < replicas) remove(slot, replicas - d.target);
-      replicas = d.target;
+      if (d.target !== replicas) {
+        const turn = Math.sign(d.target - replicas);
+        if (d.target > replicas) create(slot, d.target - replicas);
+        else remove(slot, replicas - d.target);
+        resizes++;
+        if (direction !== 0 && turn !== direction) directionChanges++;
+        direction = turn;
+        replicas = d.target;
+      }
       if (second >= 0 && second % o.sampleEveryS === 0) {
         timeline.push([second, replicas, claimsSinceSample / o.sampleEveryS]);
         claimsSinceSample = 0;
@@ -257,7 +269,7 @@ export function simulate(trace: Trace, settings: SizingSettings, refill: RefillM
   }
   const [waitP50Ms, waitP99Ms] = percentiles(waitHist, waited, [0.5, 0.99]).map((slots) => slots * slotMs) as [number, number];
   const cpu = process.cpuUsage(started);
-  return { sessions, waited, failed, waitP50Ms, waitP99Ms, idlePodSeconds: idleMs / 1000, timeline, cpuMs: (cpu.user + cpu.system) / 1000 };
+  return { sessions, waited, failed, waitP50Ms, waitP99Ms, idlePodSeconds: idleMs / 1000, resizes, directionChanges, timeline, cpuMs: (cpu.user + cpu.system) / 1000 };
 }
 
 /** A Poisson draw with mean `mean` (inversion; the normal approximation for large means). */

@@ -61,3 +61,16 @@ export const readTrace = (path: string): Trace => parseTrace(basename(path), rea
 export function formatTrace(arrivalsMs: readonly number[]): string {
   return `# seconds since the start, one claim per line\n${arrivalsMs.map((ms) => (ms / 1000).toFixed(3)).join('\n')}\n`;
 }
+
+/** Arrival times (ms from the start) drawn from a rate trace: Poisson in each second, spread uniformly in it. */
+export function arrivalTimes(trace: Trace, random: () => number): number[] {
+  const out: number[] = [];
+  for (let s = 0; s < trace.durationS; s++) {
+    const rate = trace.rate?.(s) ?? 0;
+    let k = 0;
+    for (let p = Math.exp(-rate), cdf = p, u = random(); u > cdf; cdf += p) p *= rate / ++k;
+    const within = Array.from({ length: k }, () => Math.floor(random() * 1000)).sort((a, b) => a - b);
+    out.push(...within.map((ms) => s * 1000 + ms));
+  }
+  return out;
+}

@@ -70,6 +70,16 @@ describe('sizing inputs from the pod watch', () => {
     assert.ok(old.decide('chatbot', adaptive, 30, now).target < 30);
   });
 
+  test('when no pod had turned Ready yet at an earlier tick, then that tick is sized with the first refill times, not a default', () => {
+    const now = 1_800_000_000_000;
+    const sizer = new Sizer(0);
+    for (let i = 0; i < 4; i++) sizer.seen({ ...pod(i, now, 3000, now - 40_000 + i * 2500), readySince: undefined }, 'assigned');
+    sizer.seen(pod(10, now - 3000, 3000), 'assigned');
+    const d = sizer.decide('chatbot', adaptive, 1, now);
+    assert.equal(d.refillS, 3);
+    assert.ok(d.target <= 6, `sized to ${d.target}`);
+  });
+
   test('when claims had waited, then the observed miss rate is their share of the window', () => {
     const now = 1_800_000_000_000;
     const sizer = new Sizer(0);

@@ -21,24 +21,25 @@ function steady(rate: number, fromMs: number, toMs: number): number[] {
 const T0 = 1_000_000_000_000;
 
 describe('sizing model', () => {
-  test('when the mean is small, then the miss probability is the exact Poisson tail', () => {
-    assert.ok(Math.abs(missProbability(1, 1) - (1 - Math.exp(-1))) < 1e-12);
-    assert.ok(Math.abs(missProbability(1, 3) - (1 - Math.exp(-1) * 2.5)) < 1e-12);
+  test('when the load is small, then the miss probability is Erlang C', () => {
+    assert.ok(Math.abs(missProbability(0.5, 1) - 0.5) < 1e-12, 'one pod: a claim waits while it refills');
+    assert.ok(Math.abs(missProbability(1, 2) - 1 / 3) < 1e-12);
+    assert.equal(missProbability(2, 2), 1, 'a load the pool cannot carry: every claim waits');
     assert.equal(missProbability(5, 0), 1);
     assert.equal(missProbability(0, 1), 0);
   });
 
   test('when a size is computed, then it is the smallest whose miss probability is within the target', () => {
-    fc.assert(fc.property(fc.double({ min: 0.01, max: 5000, noNaN: true }), fc.constantFrom(0.1, 0.01, 0.001), (mean, eps) => {
-      const n = sizeFor(mean, eps);
-      assert.ok(missProbability(mean, n) <= eps, `P(X>=${n}) for mean ${mean}`);
-      assert.ok(n === 1 || missProbability(mean, n - 1) > eps, `${n - 1} would do for mean ${mean}`);
+    fc.assert(fc.property(fc.double({ min: 0.01, max: 5000, noNaN: true }), fc.constantFrom(0.1, 0.01, 0.001), (load, eps) => {
+      const n = sizeFor(load, eps);
+      assert.ok(missProbability(load, n) <= eps, `${n} pods for load ${load}`);
+      assert.ok(n === 1 || missProbability(load, n - 1) > eps, `${n - 1} would do for load ${load}`);
     }));
     assert.equal(sizeFor(0, 0.01), 0);
   });
 
-  test('when the mean crosses from the exact sum to the normal approximation, then the size moves by at most one', () => {
-    for (const eps of [0.1, 0.01, 0.001]) assert.ok(Math.abs(sizeFor(700.001, eps) - sizeFor(700, eps)) <= 1);
+  test('when the load crosses from the exact formula to the Halfin-Whitt approximation, then the size moves by at most 0.1 %', () => {
+    for (const eps of [0.1, 0.01, 0.001]) assert.ok(Math.abs(sizeFor(5000.001, eps) - sizeFor(5000, eps)) <= 5);
   });
 
   test('when refill samples are given, then the estimate is their 90th percentile, and a default without any', () => {
@@ -83,7 +84,7 @@ describe('sizing decisions', () => {
     assert.equal(last, 1);
   });
 
-  test('when recent claims had to wait, then the demand counted is scaled up by their share, at most doubled', () => {
+  test('when every claim of the window had to wait, then the demand counted is doubled', () => {
     const times = steady(2, T0 - 60_000, T0);
     const hits = decide({ ...base, arrivals: arrivals(times), now: T0 + 2000 });
     const saturated = decide({ ...base, arrivals: arrivals(times, times), now: T0 + 2000 });

@@ -6,9 +6,9 @@
  *
  * The model: a claim takes a warm pod and the ReplicaSet starts a replacement, which is Ready one
  * refill time T later. With N pods in the pool and claims arriving as a Poisson stream of rate λ,
- * the pods being refilled at any moment are Poisson with mean λT (an M/G/∞ queue), and by PASTA
- * an arriving claim finds all N refilling, and so waits, with probability P(X >= N). The target
- * is the smallest N whose miss probability is at most the target miss rate ε.
+ * each pod is a server busy for T per claim: an arriving claim waits when all N are refilling,
+ * with Erlang's C probability for the load λT (missProbability). The target is the smallest N
+ * whose miss probability is at most the target miss rate ε.
  *
  * Leaderless by construction: the result depends only on the claim times, the refill times and
  * the clock, read at whole-second ticks a little in the past (SETTLE_MS), so replicas that see the
@@ -46,43 +46,50 @@ export const SETTLE_MS = 2000;
 const STEP_FRACTION = 0.25;
 /** ...for this many periods, after which the stabilization window alone holds it. */
 const STEPS = 8;
-/** Below this mean the tail is summed exactly; above it the normal approximation is within one pod. */
-const EXACT_MEAN = 700;
+/** Up to this offered load the waiting probability is computed exactly (O(size)); above it by the Halfin-Whitt approximation. */
+const EXACT_LOAD = 5000;
 
-/** P(X >= n) for X Poisson with mean `mean`: the chance a claim finds all n pods refilling. */
-export function missProbability(mean: number, n: number): number {
-  if (n <= 0) return 1;
-  if (mean <= 0) return 0;
-  if (mean > EXACT_MEAN) return upperNormalTail((n - 0.5 - mean) / Math.sqrt(mean));
-  let pmf = Math.exp(-mean);
-  let below = 0;
-  for (let k = 0; k < n; k++) {
-    below += pmf;
-    pmf *= mean / (k + 1);
+/**
+ * The share of claims that wait, for a pool of n pods offered `load` = λT (claims per refill
+ * time): Erlang's C formula. A claim that finds no warm pod waits for the next one to turn Ready,
+ * and only then does its replacement start, so the pool is an n-server queue with service time T,
+ * not n independent slots: the Poisson tail P(X >= n) would under-count waits by a third or more
+ * when the pool is busy (`npm run simulate` shows it). Exact for exponential refill times, and
+ * close for the near-constant ones of real pods.
+ */
+export function missProbability(load: number, n: number): number {
+  if (load <= 0) return n <= 0 ? 1 : 0;
+  if (n <= load) return 1;
+  if (load > EXACT_LOAD) {
+    // Halfin-Whitt: with β = (n - load)/√load, P(wait) ≈ 1 / (1 + β Φ(β) / φ(β)).
+    const beta = (n - load) / Math.sqrt(load);
+    const density = Math.exp(-beta * beta / 2) / Math.sqrt(2 * Math.PI);
+    return 1 / (1 + (beta * (1 - upperNormalTail(beta))) / density);
   }
-  return Math.max(0, 1 - below);
+  let blocked = 1;
+  for (let k = 1; k <= n; k++) blocked = (load * blocked) / (k + load * blocked);
+  return (n * blocked) / (n - load * (1 - blocked));
 }
 
-/** The smallest n with missProbability(mean, n) <= epsilon (0 when no claims arrive). */
-export function sizeFor(mean: number, epsilon: number): number {
-  if (mean <= 0) return 0;
-  if (mean > EXACT_MEAN) {
-    // Cornish-Fisher start, then at most a step or two to the exact boundary of the approximation.
-    const z = normalQuantile(1 - epsilon);
-    let n = Math.max(1, Math.ceil(mean + z * Math.sqrt(mean) + (z * z - 1) / 6 + 0.5));
-    while (n > 1 && missProbability(mean, n - 1) <= epsilon) n--;
-    while (missProbability(mean, n) > epsilon) n++;
-    return n;
+/** The smallest pool size whose miss probability is at most epsilon (0 when no claims arrive). */
+export function sizeFor(load: number, epsilon: number): number {
+  if (load <= 0) return 0;
+  if (load > EXACT_LOAD) {
+    let lo = Math.floor(load);
+    let hi = Math.ceil(load + 10 * Math.sqrt(load) + 10);
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (missProbability(load, mid) <= epsilon) hi = mid;
+      else lo = mid;
+    }
+    return hi;
   }
-  let pmf = Math.exp(-mean);
-  let below = 0;
-  let n = 0;
-  while (1 - below > epsilon) {
-    below += pmf;
-    pmf *= mean / (n + 1);
-    n++;
+  // Erlang B by its recursion up to n, then C from it, one pod at a time.
+  let blocked = 1;
+  for (let n = 1; ; n++) {
+    blocked = (load * blocked) / (n + load * blocked);
+    if (n > load && (n * blocked) / (n - load * (1 - blocked)) <= epsilon) return n;
   }
-  return n;
 }
 
 /**
@@ -91,15 +98,19 @@ export function sizeFor(mean: number, epsilon: number): number {
  * burst is answered within seconds, while the noise of a short window at a steady rate, which the
  * stabilization window would keep as its peak, does not inflate the pool). Claims are seen only
  * once they land, and a drained pool lands no more than its size per refill time however many
- * wait or give up: so the rate is scaled by 1 + the share of recent claims that waited, which
- * doubles a saturated pool each refill time instead of growing it by a few pods.
+ * wait or give up: so the rate is scaled by 1 + the square of the share of the window's claims
+ * that waited, which doubles a saturated pool each refill time instead of growing it by a few
+ * pods, and is next to nothing while few claims wait (so the odd claim that waited among a few
+ * does not make a spike).
  */
 export function arrivalRate(arrivals: Arrivals, atMs: number, windowS: number): number {
   const longMs = windowS * 1000;
   const long = arrivals.count(atMs - longMs, atMs) / windowS;
   const recent = arrivals.count(atMs - longMs / 4, atMs);
   const rate = Math.max(long, (recent - 2 * Math.sqrt(recent)) / (windowS / 4));
-  return recent === 0 ? rate : rate * (1 + arrivals.waited(atMs - longMs / 4, atMs) / recent);
+  const all = arrivals.count(atMs - longMs, atMs);
+  const waited = all === 0 ? 0 : arrivals.waited(atMs - longMs, atMs) / all;
+  return rate * (1 + waited * waited);
 }
 
 /**
@@ -205,17 +216,4 @@ function upperNormalTail(z: number): number {
   const t = 1 / (1 + 0.3275911 * x);
   const erfc = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))) * Math.exp(-x * x);
   return z >= 0 ? erfc / 2 : 1 - erfc / 2;
-}
-
-/** Φ⁻¹(p) for 0.5 <= p < 1 (Acklam's rational approximation, upper region and centre). */
-function normalQuantile(p: number): number {
-  if (p > 0.97575) {
-    const q = Math.sqrt(-2 * Math.log(1 - p));
-    return -(((((-7.784894002430293e-3 * q - 3.223964580411365e-1) * q - 2.400758277161838) * q - 2.549732539343734) * q + 4.374664141464968) * q + 2.938163982698783)
-      / ((((7.784695709041462e-3 * q + 3.224671290700398e-1) * q + 2.445134137142996) * q + 3.754408661907416) * q + 1);
-  }
-  const q = p - 0.5;
-  const r = q * q;
-  return (((((-3.969683028665376e1 * r + 2.209460984245205e2) * r - 2.759285104469687e2) * r + 138.357751867269) * r - 3.066479806614716e1) * r + 2.506628274631) * q
-    / (((((-5.447609879822406e1 * r + 1.615858368580409e2) * r - 1.556989798598866e2) * r + 6.680131188303478e1) * r - 1.32806815549388e1) * r + 1);
 }

@@ -68,8 +68,9 @@ class PoolInputs implements Arrivals {
     if (this.sampled.has(uid) || createdAt <= 0 || readyAt < createdAt || readyAt < this.sampleFloor) return;
     this.sampled.set(uid, readyAt);
     this.refills.add(readyAt, (readyAt - createdAt) / 1000);
-    // A sample older than a cached estimate (a watch that was late) changes it.
-    for (const tick of this.refillCache.keys()) if (tick > readyAt) this.refillCache.delete(tick);
+    // A sample older than a cached estimate (a watch that was late), or among the first ones, changes it.
+    const early = this.refills.at.length <= REFILL_SAMPLES;
+    for (const tick of this.refillCache.keys()) if (early || tick > readyAt) this.refillCache.delete(tick);
   }
 
   count(fromMs: number, toMs: number): number {
@@ -80,11 +81,15 @@ class PoolInputs implements Arrivals {
     return this.late.before(toMs) - this.late.before(fromMs);
   }
 
-  /** The refill estimate of the REFILL_SAMPLES pods that turned Ready last before `tick`. */
+  /**
+   * The refill estimate of the REFILL_SAMPLES pods that turned Ready last before `tick`; for a
+   * tick before any pod turned Ready, that of the first ones to (not a default that would size
+   * the pool's past for a refill time it never had).
+   */
   refill = (tick: number): number => {
     let t = this.refillCache.get(tick);
     if (t === undefined) {
-      const end = this.refills.before(tick);
+      const end = Math.max(this.refills.before(tick), Math.min(REFILL_SAMPLES, this.refills.at.length));
       this.refillCache.set(tick, t = refillEstimate(this.refills.values.slice(Math.max(0, end - REFILL_SAMPLES), end)));
     }
     return t;
