@@ -9,6 +9,7 @@
  * `decide` for the size.
  */
 import { decide, refillEstimate, refillTick, REFILL_SAMPLES, type Arrivals, type SizingSettings } from '../../controller/src/pool/sizing.js';
+import { gaussian, poissonDraw, rng } from './random.js';
 import type { Trace } from './traces.js';
 
 /** Seconds from pod creation to Ready: log-normal, with this median and log-scale spread. */
@@ -46,20 +47,6 @@ export interface RunResult {
   /** [second, pool size, claims per second since the previous sample] every sampleEveryS. */
   timeline: [number, number, number][];
   cpuMs: number;
-}
-
-/** sfc32: a small, fast, seeded generator, so every run of a trace is the same. */
-export function rng(seed: number): () => number {
-  let a = 0x9e3779b9, b = 0x243f6a88, c = 0xb7e15162, d = seed >>> 0;
-  return () => {
-    const t = (((a + b) | 0) + d) | 0;
-    d = (d + 1) | 0;
-    a = b ^ (b >>> 9);
-    b = (c + (c << 3)) | 0;
-    c = (c << 21) | (c >>> 11);
-    c = (c + t) | 0;
-    return (t >>> 0) / 4294967296;
-  };
 }
 
 /** Claims counted per second (cumulatively, so any window is two reads). */
@@ -270,25 +257,6 @@ export function simulate(trace: Trace, settings: SizingSettings, refill: RefillM
   const [waitP50Ms, waitP99Ms] = percentiles(waitHist, waited, [0.5, 0.99]).map((slots) => slots * slotMs) as [number, number];
   const cpu = process.cpuUsage(started);
   return { sessions, waited, failed, waitP50Ms, waitP99Ms, idlePodSeconds: idleMs / 1000, resizes, directionChanges, timeline, cpuMs: (cpu.user + cpu.system) / 1000 };
-}
-
-/** A Poisson draw with mean `mean` (inversion; the normal approximation for large means). */
-function poissonDraw(mean: number, emptyChance: number, random: () => number): number {
-  if (mean > 50) return Math.max(0, Math.round(mean + Math.sqrt(mean) * gaussian(random)));
-  const u = random();
-  let p = emptyChance;
-  let cdf = p;
-  let k = 0;
-  while (u > cdf && k < 1000) {
-    k++;
-    p *= mean / k;
-    cdf += p;
-  }
-  return k;
-}
-
-function gaussian(random: () => number): number {
-  return Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
 }
 
 function percentiles(hist: Float64Array, total: number, qs: number[]): number[] {

@@ -25,7 +25,8 @@ export interface TimelinePoint {
 export const SHARE_FLOOR = 1e-5;
 
 async function render(spec: vegaLite.TopLevelSpec): Promise<string> {
-  const view = new vega.View(vega.parse(vegaLite.compile(spec).spec), { renderer: 'none' });
+  const config = { legend: { labelLimit: 400, titleLimit: 400 } };
+  const view = new vega.View(vega.parse(vegaLite.compile({ ...spec, config } as vegaLite.TopLevelSpec).spec), { renderer: 'none' });
   return view.toSVG();
 }
 
