@@ -31,6 +31,11 @@ export interface SizingSettings {
 
 /** The sizing settings a pool has when neither its Deployment nor the environment sets them. */
 export const SIZING_DEFAULTS = Object.freeze({ targetMissRate: 0.01, rateWindowS: 60, scaleDownWindowS: 300 });
+/**
+ * Bounds of the settings: below the smallest miss rate the Erlang tail is lost in rounding; a
+ * window must hold a whole tick in its last quarter, and at most a day.
+ */
+export const SIZING_LIMITS = Object.freeze({ minMissRate: 1e-6, minWindowS: 4, maxWindowS: 86_400 });
 
 /** Claims of one pool, by the time they landed: how many in [fromMs, toMs), and how many of those had waited. */
 export interface Arrivals {
@@ -44,7 +49,7 @@ export const TICK_MS = 1000;
 export const SETTLE_MS = 2000;
 /** Each step period (a quarter of the scale-down window) the size falls by at most this share... */
 const STEP_FRACTION = 0.25;
-/** ...for this many periods, after which the stabilization window alone holds it. */
+/** ...over this many periods; recommendations older than that no longer count. */
 const STEPS = 8;
 /** Up to this offered load the waiting probability is computed exactly (O(size)); above it by the Halfin-Whitt approximation. */
 const EXACT_LOAD = 5000;
@@ -53,9 +58,9 @@ const EXACT_LOAD = 5000;
  * The share of claims that wait, for a pool of n pods offered `load` = λT (claims per refill
  * time): Erlang's C formula. A claim that finds no warm pod waits for the next one to turn Ready,
  * and only then does its replacement start, so the pool is an n-server queue with service time T,
- * not n independent slots: the Poisson tail P(X >= n) would under-count waits by a third or more
- * when the pool is busy (`npm run simulate` shows it). Exact for exponential refill times, and
- * close for the near-constant ones of real pods.
+ * not n independent slots: the Poisson tail P(X >= n) under-counts waits when the pool is busy
+ * (docs/sizing.md). Exact for exponential refill times, and close for the near-constant ones of
+ * real pods.
  */
 export function missProbability(load: number, n: number): number {
   if (load <= 0) return n <= 0 ? 1 : 0;

@@ -8,7 +8,7 @@
  */
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
-import type { SizingSettings } from '../sizing.js';
+import { SIZING_LIMITS, type SizingSettings } from '../sizing.js';
 import type { DeploymentInfo } from './api.js';
 import type { PodEvents } from './events.js';
 import { FREE, POOL_LABEL } from './labels.js';
@@ -20,11 +20,6 @@ export const RATE_WINDOW = 'warmpool.dev/rate-window-seconds';
 export const SCALE_DOWN_WINDOW = 'warmpool.dev/scale-down-window-seconds';
 /** The largest pool size an annotation may ask for (POOL_SIZE's bound). */
 const MAX_POOL_SIZE = 10_000;
-/** Bounds of the sizing windows, seconds (a rate window's last quarter must be a whole tick). */
-export const MIN_WINDOW_S = 4;
-export const MAX_WINDOW_S = 86_400;
-/** The smallest target miss rate (below it the Poisson tail is lost in rounding). */
-export const MIN_MISS_RATE = 1e-6;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 /** A pool's size bounds and sizing settings (min == max: a fixed size). */
@@ -59,12 +54,12 @@ function wholeOf(annotations: Readonly<Record<string, string>>, key: string, min
   return n >= min && n <= max ? n : `${key} "${value}" is not a whole number from ${min} to ${max}`;
 }
 
-/** The target miss rate annotation: absent, a number in [MIN_MISS_RATE, 1), or why not. */
+/** The target miss rate annotation: absent, a number in [SIZING_LIMITS.minMissRate, 1), or why not. */
 function missRateOf(annotations: Readonly<Record<string, string>>): number | string | undefined {
   const value = annotations[TARGET_MISS_RATE];
   if (value === undefined) return undefined;
   const n = value.trim() === '' ? NaN : Number(value);
-  return n >= MIN_MISS_RATE && n < 1 ? n : `${TARGET_MISS_RATE} "${value}" is not a number from ${MIN_MISS_RATE} to below 1`;
+  return n >= SIZING_LIMITS.minMissRate && n < 1 ? n : `${TARGET_MISS_RATE} "${value}" is not a number from ${SIZING_LIMITS.minMissRate} to below 1`;
 }
 
 /**
@@ -76,8 +71,8 @@ export function settingsOf(annotations: Readonly<Record<string, string>>, defaul
   const min = wholeOf(annotations, MIN_SIZE, 0, MAX_POOL_SIZE);
   const max = wholeOf(annotations, MAX_SIZE, 0, MAX_POOL_SIZE);
   const missRate = missRateOf(annotations);
-  const rateWindow = wholeOf(annotations, RATE_WINDOW, MIN_WINDOW_S, MAX_WINDOW_S);
-  const downWindow = wholeOf(annotations, SCALE_DOWN_WINDOW, MIN_WINDOW_S, MAX_WINDOW_S);
+  const rateWindow = wholeOf(annotations, RATE_WINDOW, SIZING_LIMITS.minWindowS, SIZING_LIMITS.maxWindowS);
+  const downWindow = wholeOf(annotations, SCALE_DOWN_WINDOW, SIZING_LIMITS.minWindowS, SIZING_LIMITS.maxWindowS);
   const problem = [min, max, missRate, rateWindow, downWindow].find((v) => typeof v === 'string');
   if (problem !== undefined) return problem as string;
   const minSize = (min as number | undefined) ?? Math.min(defaults.minSize, (max as number | undefined) ?? defaults.minSize);
