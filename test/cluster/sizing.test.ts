@@ -34,8 +34,8 @@ const SHAPE: Trace = {
 const KILL_AT_MS = 35_000;
 
 interface Seen {
-  /** Claim waits by pod uid, from the claim-wait annotation. */
-  waits: Map<string, number>;
+  /** Claim waits by pod uid, from the claim-wait annotation, with the claim time. */
+  waits: Map<string, { wait: number; at: number }>;
   /** Refill seconds by pod uid (creation to Ready, whole seconds as the API stores them). */
   refills: Map<string, number>;
   idlePodSeconds: number;
@@ -63,7 +63,9 @@ function observe(f: PoolFixture) {
       last = now;
       for (const p of pods) {
         const wait = p.metadata.annotations?.[CLAIM_WAIT];
-        if (p.metadata.labels?.assigned === 'assigned' && wait !== undefined) seen.waits.set(p.metadata.uid, Number(wait));
+        if (p.metadata.labels?.assigned === 'assigned' && wait !== undefined) {
+          seen.waits.set(p.metadata.uid, { wait: Number(wait), at: Date.parse(p.metadata.annotations?.['warmpool.dev/claimed-at'] ?? '') });
+        }
         const ready = (p.status?.conditions as Condition[] | undefined)?.find((c) => c.type === 'Ready' && c.status === 'True')?.lastTransitionTime;
         if (ready && p.metadata.creationTimestamp) seen.refills.set(p.metadata.uid, (Date.parse(ready) - Date.parse(p.metadata.creationTimestamp)) / 1000);
       }
@@ -159,7 +161,8 @@ describe('adaptive pool sizing on the loopback cluster', () => {
 
     const failed = results.filter((r) => r === 'failed').length;
     const sessions = seen.waits.size + failed;
-    const missRate = ([...seen.waits.values()].filter((w) => w > 0).length + failed) / sessions;
+    const waited = [...seen.waits.values()].filter((w) => w.wait > 0);
+    const missRate = (waited.length + failed) / sessions;
     const idlePerSession = seen.idlePodSeconds / sessions;
     const refillS = median([...seen.refills.values()]);
     const trace = parseTrace('cluster burst', formatTrace(arrivals));
@@ -175,6 +178,7 @@ describe('adaptive pool sizing on the loopback cluster', () => {
     const idle = (runs: RunResult[]) => mean(runs, (r) => r.idlePodSeconds / Math.max(1, r.sessions));
     console.log([
       `cluster burst: ${sessions} sessions (${failed} failed), refill time median ${refillS} s, ${seen.sizes.join(' -> ')} replicas`,
+      `waited (s into the trace: ms): ${waited.map((w) => `${Math.round((w.at - started) / 1000)}: ${w.wait}`).join(', ')}`,
       '| | sessions waited | idle pod-s per session |',
       '| --- | --- | --- |',
       `| measured, adaptive (ε=${SETTINGS.targetMissRate}) | ${(100 * missRate).toFixed(1)} % | ${idlePerSession.toFixed(2)} |`,

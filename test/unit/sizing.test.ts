@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { decide, historyMs, missProbability, refillEstimate, sizeFor, DEFAULT_REFILL_S, type Arrivals, type SizingSettings } from '../../controller/src/pool/sizing.js';
+import { decide, historyMs, missProbability, refillEstimate, sizeFor, DEFAULT_REFILL_S, SETTLE_MS, type Arrivals, type SizingSettings } from '../../controller/src/pool/sizing.js';
 
 const settings: SizingSettings = { minSize: 1, maxSize: 100, targetMissRate: 0.01, rateWindowS: 60, scaleDownWindowS: 300 };
 
@@ -100,10 +100,10 @@ describe('sizing decisions', () => {
     assert.ok(decide({ ...base, arrivals: claims, refill, now: T0 + 600_000 }).target < before);
   });
 
-  test('when two replicas decide within the same second, then they agree', () => {
+  test('when two replicas decide within the same tick, then they agree', () => {
     const claims = arrivals(steady(3, T0 - 200_000, T0).filter((t) => t % 7 !== 0));
     fc.assert(fc.property(fc.integer({ min: 0, max: 999 }), fc.integer({ min: 0, max: 999 }), (a, b) => {
-      const at = T0 + 50_000;
+      const at = T0 + 50_000 + SETTLE_MS;
       assert.deepEqual(decide({ ...base, arrivals: claims, now: at + a }), decide({ ...base, arrivals: claims, now: at + b }));
     }));
   });

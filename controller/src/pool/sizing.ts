@@ -45,8 +45,12 @@ export interface Arrivals {
 
 /** Decisions are made at whole seconds, so replicas evaluating at slightly different moments agree. */
 export const TICK_MS = 1000;
-/** Claims younger than this are not read yet: by then every replica's watch has shown them. */
-export const SETTLE_MS = 2000;
+/**
+ * Claims younger than this are not read yet: by then every replica's watch has shown them (a
+ * watch lags by milliseconds; a replica further behind does not shrink a pool on its late view,
+ * as a shrink needs two decisions in a row).
+ */
+export const SETTLE_MS = 500;
 /** Each step period (a quarter of the scale-down window) the size falls by at most this share... */
 const STEP_FRACTION = 0.25;
 /** ...over this many periods; recommendations older than that no longer count. */
