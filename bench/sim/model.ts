@@ -8,7 +8,8 @@
  * does (not-ready before Ready, the newest first). Every second it asks the controller's own
  * `decide` for the size.
  */
-import { decide, refillEstimate, refillTick, REFILL_SAMPLES, type Arrivals, type SizingSettings } from '../../controller/src/pool/sizing.js';
+import { decide, refillEstimate, refillTick, REFILL_SAMPLES, type SizingSettings } from '../../controller/src/pool/sizing.js';
+import { Claims } from './claims.js';
 import { gaussian, poissonDraw, rng } from './random.js';
 import type { Trace } from './traces.js';
 
@@ -47,56 +48,6 @@ export interface RunResult {
   /** [second, pool size, claims per second since the previous sample] every sampleEveryS. */
   timeline: [number, number, number][];
   cpuMs: number;
-}
-
-/** Claims counted per second (cumulatively, so any window is two reads). */
-class SecondCounts {
-  private readonly cumulative: Float64Array;
-  private current = 0;
-
-  constructor(seconds: number) {
-    this.cumulative = new Float64Array(seconds + 2);
-  }
-
-  add(slot: number, n: number): void {
-    const s = Math.floor(slot / 1000);
-    while (this.current < s) {
-      this.current++;
-      this.cumulative[this.current + 1] = this.cumulative[this.current] as number;
-    }
-    this.cumulative[s + 1] = (this.cumulative[s + 1] as number) + n;
-  }
-
-  /** Claims before the second of `ms`. */
-  before(ms: number): number {
-    const s = Math.floor(ms / 1000);
-    if (s <= 0) return 0;
-    return (s > this.current ? this.cumulative[this.current + 1] : this.cumulative[s]) as number;
-  }
-}
-
-/** The claims the pool saw, read back as the sizing function's Arrivals. */
-class Claims implements Arrivals {
-  private readonly all: SecondCounts;
-  private readonly late: SecondCounts;
-
-  constructor(seconds: number) {
-    this.all = new SecondCounts(seconds);
-    this.late = new SecondCounts(seconds);
-  }
-
-  add(slot: number, n: number, waited: boolean): void {
-    this.all.add(slot, n);
-    if (waited) this.late.add(slot, n);
-  }
-
-  count(fromMs: number, toMs: number): number {
-    return this.all.before(toMs) - this.all.before(fromMs);
-  }
-
-  waited(fromMs: number, toMs: number): number {
-    return this.late.before(toMs) - this.late.before(fromMs);
-  }
 }
 
 /** One run of `trace` against a pool sized by `settings` (min == max: a fixed size). */

@@ -30,7 +30,7 @@ export interface SizingSettings {
 }
 
 /** The sizing settings a pool has when neither its Deployment nor the environment sets them. */
-export const SIZING_DEFAULTS = Object.freeze({ targetMissRate: 0.01, rateWindowS: 60, scaleDownWindowS: 300 });
+export const SIZING_DEFAULTS: Readonly<Omit<SizingSettings, 'minSize' | 'maxSize'>> = Object.freeze({ targetMissRate: 0.01, rateWindowS: 60, scaleDownWindowS: 300 });
 /**
  * Bounds of the settings: below the smallest miss rate the Erlang tail is lost in rounding; a
  * window must hold a whole tick in its last quarter, and at most a day.

@@ -38,10 +38,8 @@ export interface KubePoolOptions {
   minSize: number;
   /** A pool's max-size when its Deployment has no warmpool.dev/max-size annotation. */
   maxSize: number;
-  /** Sizing settings of a pool whose Deployment does not set them (warmpool.dev/target-miss-rate, ...); default SIZING_DEFAULTS. */
-  targetMissRate?: number;
-  rateWindowS?: number;
-  scaleDownWindowS?: number;
+  /** Sizing settings of a pool whose Deployment does not set them (warmpool.dev/target-miss-rate, ...); else SIZING_DEFAULTS. */
+  sizing?: Partial<typeof SIZING_DEFAULTS>;
   workerPort: number;
   activityFlushMs: number;
   retryAfterS: number;
@@ -83,13 +81,7 @@ export class KubePool implements PoolBackend {
     this.cache = new PodCache({ labelKey, rank: rendezvous(seed), sessions: this.index, metrics, onClaimable: (pool) => o.queue.wake(pool) });
     this.discovery = new PoolDiscovery({
       api, queue: o.queue, logger, metrics, events: this.events, labelKey,
-      defaults: {
-        minSize: o.minSize,
-        maxSize: o.maxSize,
-        targetMissRate: o.targetMissRate ?? SIZING_DEFAULTS.targetMissRate,
-        rateWindowS: o.rateWindowS ?? SIZING_DEFAULTS.rateWindowS,
-        scaleDownWindowS: o.scaleDownWindowS ?? SIZING_DEFAULTS.scaleDownWindowS,
-      },
+      defaults: { minSize: o.minSize, maxSize: o.maxSize, ...SIZING_DEFAULTS, ...o.sizing },
       warm: (pool) => this.cache.counts(pool).warm,
       reachable: (answered) => this.answered(answered),
       now,
