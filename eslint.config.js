@@ -15,6 +15,10 @@ export default tseslint.config(
     },
   },
   {
+    files: ['controller/page/**'],
+    languageOptions: { globals: globals.browser },
+  },
+  {
     files: ['test/**', 'bench/**', 'worker-image/**'],
     rules: { 'no-console': 'off' },
   },

@@ -3,6 +3,7 @@ import express from 'express';
 import type { Config } from './config.js';
 import type { Metrics } from './metrics.js';
 import type { PoolBackend } from './pool/types.js';
+import { addStatusRoutes, type StatusRoutesDeps } from './status/routes.js';
 
 export interface AdminDeps {
   config: Config;
@@ -11,13 +12,15 @@ export interface AdminDeps {
   replica: string;
   /** False once shutdown has begun, so load balancers stop sending new work here. */
   accepting: () => boolean;
+  status: StatusRoutesDeps;
 }
 
-/** The admin port: metrics and probes for the platform, never exposed to chat clients. */
+/** The admin port: metrics, probes and the status page, for the platform and its operators, never for chat clients. */
 export function createAdminServer(deps: AdminDeps): http.Server {
   const { config, backend, metrics } = deps;
   const app = express();
   app.disable('x-powered-by');
+  addStatusRoutes(app, deps.status);
   app.get('/metrics', async (_req, res) => {
     res.setHeader('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
   });

@@ -123,7 +123,9 @@ function key<T>(defaultValue: string, doc: string, parse: Parser<T>): Key<T> {
  */
 export const CONFIG_KEYS = {
   PORT: key('8080', 'Client port: the session API and proxied session traffic.', integer(0, 65535)),
-  ADMIN_PORT: key('9090', 'Admin port: /metrics, /healthz, /readyz, /pool. Keep it off the Service.', integer(0, 65535)),
+  ADMIN_PORT: key('9090', 'Admin port: the status page (/), /status.json, /metrics, /healthz, /readyz, /pool. Keep it off the Service.', integer(0, 65535)),
+  STATUS_SAMPLE_S: key('5', 'Interval between the samples the status page charts.', seconds(0.1)),
+  STATUS_HISTORY_S: key('900', 'How far back the status page\'s charts go (samples are kept in memory, at most 10000).', seconds(1)),
   LISTEN_HOST: key('0.0.0.0', 'Address both ports bind to.', text),
   BACKEND: key('auto', 'Pool backend: `kubernetes`, `local` (worker processes on 127.0.0.1), or `auto` (kubernetes when in a cluster, or when a kubeconfig has a current context whose cluster has a server; else local).', oneOf('auto', 'kubernetes', 'local')),
   NAMESPACE: key('warmpool', 'Namespace of the worker pods (kubernetes backend).', pattern(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'a namespace name')),

@@ -19,6 +19,10 @@ import type { PoolBackend } from './pool/types.js';
 import { createForwarder, createObserver } from './forward/index.js';
 import { createClientServer } from './http/server.js';
 import { Sessions } from './sessions/index.js';
+import { createAdminAuth } from './status/admin-auth.js';
+import { StatusHistory } from './status/history.js';
+import { StatusReporter } from './status/report.js';
+import { loadPage } from './status/routes.js';
 
 let config: Config;
 try {
@@ -30,7 +34,11 @@ try {
 }
 
 // A person at a terminal reads pretty lines; anything piped or collected gets JSON.
-const logger = createLogger(config.LOG_LEVEL, { pretty: process.stdout.isTTY === true });
+let lastProblem: { at: number; line: string } | undefined;
+const logger = createLogger(config.LOG_LEVEL, {
+  pretty: process.stdout.isTTY === true,
+  onProblem: (line) => { lastProblem = { at: Date.now(), line }; },
+});
 const metrics = createMetrics();
 const replica = process.env.POD_NAME || `${os.hostname()}-${process.pid}`;
 
@@ -141,7 +149,19 @@ const forwarder = createForwarder({
 
 let accepting = true;
 const client = createClientServer({ config, sessions, forwarder, observer: createObserver(metrics, logger), logger });
-const admin = createAdminServer({ config, backend, metrics, replica, accepting: () => accepting });
+const sampleEveryMs = config.STATUS_SAMPLE_S * 1000;
+const history = new StatusHistory({ snapshot: () => backend.snapshot(), metrics }, Math.min(10_000, Math.ceil(config.STATUS_HISTORY_S / config.STATUS_SAMPLE_S)));
+const reporter = new StatusReporter({
+  replica, backend, metrics, history, sampleEveryMs,
+  expiresAt: (s) => sessions.expiresAt(s),
+  accepting: () => accepting,
+  lastProblem: () => lastProblem,
+});
+sessions.onEnd((ended) => reporter.recordEnd(ended));
+const admin = createAdminServer({
+  config, backend, metrics, replica, accepting: () => accepting,
+  status: { reporter, auth: createAdminAuth(config), page: loadPage(new URL('./page/', import.meta.url)) },
+});
 
 function listen(server: http.Server, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -162,6 +182,7 @@ try {
 }
 await backend.start();
 sessions.start();
+history.start(sampleEveryMs);
 
 /**
  * Shutdown: stop taking work (readiness turns false, no new connections or sessions), give
@@ -179,6 +200,7 @@ async function shutdown(signal: string): Promise<void> {
   stopping = true;
   accepting = false;
   sessions.close();
+  history.stop();
   logger.info({ signal }, 'shutting down');
   const drained = new Promise<void>((resolve) => client.close(() => resolve()));
   // A keep-alive connection turns idle when its last exchange ends: close it then, not at the deadline.

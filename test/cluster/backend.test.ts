@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type { StatusReport } from '../../controller/src/status/report.js';
 import { createSession, type Controller } from '../integration/harness.js';
 import { hashOf, POOL, POOL_NAME, poolFixture, type Pod, type PoolFixture } from './fixture.js';
 import { isNotFound } from './kube.js';
@@ -68,6 +69,25 @@ describe('kubernetes backend on the loopback cluster', () => {
       `Ended Normal: pool ${POOL_NAME}: session ${prefix} ended (deleted) by replica-a`,
     ]);
     assert.ok(!JSON.stringify(events).includes(id), 'the token is in no Event');
+  });
+
+  test('when a replica\'s status page data is read, then it names the replica, its API watch is in sync, and its pool figures are /pool\'s', async () => {
+    const a = f.running[0] as Controller;
+    await waitUntil('3 warm pods', () => f.warmReady(3));
+    const report = await waitUntil('the status page data and /pool to agree', async () => {
+      const [s, p] = await Promise.all([
+        fetch(`${a.admin}/status.json`).then((r) => r.json() as Promise<StatusReport>),
+        fetch(`${a.admin}/pool`).then((r) => r.json() as Promise<{ pools: Record<string, unknown> }>),
+      ]);
+      const { claims: _c, ends: _e, ...figures } = s.pools[POOL_NAME] ?? {} as never;
+      return JSON.stringify(figures) === JSON.stringify(p.pools[POOL_NAME]) && s.pools[POOL_NAME]?.warm === 3 ? s : undefined;
+    });
+    assert.equal(report.replica, 'replica-a');
+    assert.equal(report.backend, 'kubernetes');
+    assert.equal(report.health.watch, 'in_sync');
+    assert.equal(report.health.ready, true);
+    assert.ok((report.pools[POOL_NAME]?.claims.claimed ?? 0) >= 2, 'the sessions claimed above');
+    assert.ok(report.recentEnds.some((e) => e.reason === 'deleted' && e.pool === POOL_NAME && /^[0-9a-f]{12}$/.test(e.hash)));
   });
 
   test('when three replicas route one session, then every request reaches the same worker', async () => {

@@ -75,7 +75,7 @@ describe('images built and started as their Dockerfiles say', { timeout: 300_000
     const app = path.join(image.root, image.workdir);
     assert.deepEqual(readdirSync(app).sort(), ['node_modules', 'package-lock.json', 'package.json', 'worker-image']);
     assert.deepEqual(readdirSync(path.join(app, 'worker-image')).sort(), ['corpus.txt', 'dist']);
-    assert.ok(!existsSync(path.join(app, 'node_modules/typescript')), 'no dev dependency in the image');
+    for (const dev of ['typescript', 'esbuild', 'playwright-core']) assert.ok(!existsSync(path.join(app, 'node_modules', dev)), `no dev dependency (${dev}) in the image`);
     const port = await freePort();
     const worker = start(image, { HOST: '127.0.0.1', PORT: String(port) });
     try {
@@ -90,12 +90,12 @@ describe('images built and started as their Dockerfiles say', { timeout: 300_000
     }
   });
 
-  test('when the controller image is built and started with the local backend, then it holds only production files, logs listening, answers /healthz on its admin port, and exits 0 on SIGTERM', async () => {
+  test('when the controller image is built and started with the local backend, then it holds only production files, logs listening, answers /healthz and serves the status page on its admin port, and exits 0 on SIGTERM', async () => {
     const image = await buildImage(path.join(ROOT, 'Dockerfile'), context, cache);
     const app = path.join(image.root, image.workdir);
     assert.deepEqual(readdirSync(app).sort(), ['controller', 'node_modules', 'package-lock.json', 'package.json']);
     assert.deepEqual(readdirSync(path.join(app, 'controller')), ['dist']);
-    assert.ok(!existsSync(path.join(app, 'node_modules/typescript')), 'no dev dependency in the image');
+    for (const dev of ['typescript', 'esbuild', 'playwright-core']) assert.ok(!existsSync(path.join(app, 'node_modules', dev)), `no dev dependency (${dev}) in the image`);
     // POOL_SIZE=0: the controller image carries no worker to start, and none is needed to listen.
     const controller = start(image, { BACKEND: 'local', PORT: '0', ADMIN_PORT: '0', LISTEN_HOST: '127.0.0.1', POOL_SIZE: '0', SHUTDOWN_TIMEOUT_S: '2' });
     try {
@@ -104,6 +104,10 @@ describe('images built and started as their Dockerfiles say', { timeout: 300_000
         .find((l) => l?.msg === 'listening'), controller);
       const res = await fetch(`http://127.0.0.1:${listening.adminPort}/healthz`);
       assert.equal(res.status, 200);
+      const page = await fetch(`http://127.0.0.1:${listening.adminPort}/`);
+      assert.equal(page.status, 200);
+      assert.match(await page.text(), /<script type="module" src="\/assets\/app.js">/);
+      assert.equal((await fetch(`http://127.0.0.1:${listening.adminPort}/assets/app.js`)).status, 200);
       controller.child.kill('SIGTERM');
       assert.equal(await controller.exited, 0, `exit code 0; output:\n${controller.output.join('\n')}`);
     } finally {

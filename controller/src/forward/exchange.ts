@@ -1,5 +1,5 @@
 import type http from 'node:http';
-import { Transform } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import { errors, type WarmpoolError } from '../errors.js';
 import { sendError } from '../http/respond.js';
@@ -33,6 +33,12 @@ class Upstream {
     if (this.controller) this.controller.abort(new Error('request cut by the proxy'));
     else this.cutEarly = true;
   }
+}
+
+/** A body read whole beforehand, framed by its length (a chunked one included). */
+function held(h: http.IncomingHttpHeaders, body: Buffer): Buffer | null {
+  if (body.length > 0 || h['content-length'] !== undefined || h['transfer-encoding'] !== undefined) h['content-length'] = String(body.length);
+  return body.length > 0 ? body : null;
 }
 
 /**
@@ -84,8 +90,38 @@ export function createExchanger(options: ExchangeOptions) {
     return undefined;
   }
 
-  function handler(res: http.ServerResponse, target: ForwardTarget, upstream: Upstream): Dispatcher.DispatchHandler {
+  /**
+   * Reads a request's whole body (refused as `web` would refuse it: over the limit, or in a
+   * transfer coding the worker could not know of), so that it can be sent more than once. Past
+   * the limit the rest is read and dropped, so the connection stays usable for the 413.
+   */
+  function hold(req: http.IncomingMessage): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const refused = refusal(req);
+      if (refused) {
+        req.resume();
+        return reject(refused);
+      }
+      const chunks: Buffer[] = [];
+      let seen = 0;
+      req.on('data', (chunk: Buffer) => {
+        seen += chunk.length;
+        if (seen <= options.maxBodyBytes) chunks.push(chunk);
+        else reject(errors.bodyTooLarge(options.maxBodyBytes));
+      });
+      req.once('end', () => resolve(Buffer.concat(chunks)));
+      req.once('close', () => {
+        if (!req.complete) reject(errors.clientClosed());
+      });
+    });
+  }
+
+  function handler(res: http.ServerResponse, target: ForwardTarget, upstream: Upstream, giveBack: (why: string) => boolean): Dispatcher.DispatchHandler {
     const fail = (err: NodeJS.ErrnoException) => {
+      if (upstream.settled) return;
+      // A worker that stayed silent for the whole upstream timeout has had its chance: the
+      // client has waited that long already.
+      if (err.code !== 'UND_ERR_HEADERS_TIMEOUT' && giveBack(err.code ?? err.name)) return;
       upstream.settled = true;
       if (res.writableEnded || res.destroyed) return;
       if (res.headersSent) return void res.destroy();
@@ -95,6 +131,8 @@ export function createExchanger(options: ExchangeOptions) {
       onRequestStart: (controller) => upstream.started(controller),
       onResponseStart(_controller, statusCode, headers, statusMessage) {
         if (statusCode < 200) return;
+        // Giving back cuts the worker's side: its answer is never read.
+        if (statusCode >= 500 && giveBack(`answered ${statusCode}`)) return;
         target.exchange.firstByte();
         target.exchange.answered(statusCode);
         const out = responseHeaders(headers, target.responseHeaders);
@@ -119,7 +157,7 @@ export function createExchanger(options: ExchangeOptions) {
   function web(req: http.IncomingMessage, res: http.ServerResponse, target: ForwardTarget): void {
     const upstream = new Upstream();
     inFlight.set(res, upstream);
-    res.once('close', () => {
+    const over = () => {
       inFlight.delete(res);
       // The client went away (or was answered early): stop the worker's side too.
       if (!upstream.settled) {
@@ -127,8 +165,18 @@ export function createExchanger(options: ExchangeOptions) {
         upstream.cut();
       }
       target.done();
-    });
-    const refused = refusal(req);
+    };
+    res.once('close', over);
+    /** Hands the exchange back to its caller, when it may send it elsewhere and nothing was answered yet. */
+    const giveBack = (why: string): boolean => {
+      const { retry } = target;
+      if (!retry || upstream.settled || res.headersSent || res.destroyed) return false;
+      res.off('close', over);
+      over();
+      retry(why);
+      return true;
+    };
+    const refused = target.held ? undefined : refusal(req);
     if (refused) {
       upstream.settled = true;
       answer(res, target, refused);
@@ -137,12 +185,11 @@ export function createExchanger(options: ExchangeOptions) {
     }
     const h = req.headers;
     rewriteRequestHeaders(req, false, options.trustProxy);
-    const chunked = h['content-length'] === undefined && h['transfer-encoding'] !== undefined;
-    const body = chunked ? bodyLimiter(req, res, target, upstream) : h['content-length'] !== undefined && h['content-length'] !== '0' ? req : null;
+    const body = target.held ? held(h, target.held) : streamed(req, res, target, upstream);
     // undici frames the body itself, and Node has already answered any 100-continue.
     delete h['transfer-encoding'];
     delete h.expect;
-    const handle = handler(res, target, upstream);
+    const handle = handler(res, target, upstream, giveBack);
     try {
       dispatcher.dispatch({
         origin: origin(target.endpoint),
@@ -156,6 +203,13 @@ export function createExchanger(options: ExchangeOptions) {
     } catch (err) {
       handle.onResponseError?.(undefined as never, err as Error);
     }
+  }
+
+  /** The client's body as it streams in, counted against the limit when its length is not declared. */
+  function streamed(req: http.IncomingMessage, res: http.ServerResponse, target: ForwardTarget, upstream: Upstream): Readable | null {
+    const h = req.headers;
+    if (h['content-length'] === undefined && h['transfer-encoding'] !== undefined) return bodyLimiter(req, res, target, upstream);
+    return h['content-length'] !== undefined && h['content-length'] !== '0' ? req : null;
   }
 
   /**
@@ -179,5 +233,5 @@ export function createExchanger(options: ExchangeOptions) {
     return { ended: ending.length, others };
   }
 
-  return { web, endStreams, close: () => void dispatcher.destroy() };
+  return { web, hold, endStreams, close: () => void dispatcher.destroy() };
 }

@@ -27,6 +27,7 @@ export function createForwarder(options: ForwarderOptions) {
   const sockets = createWebSockets(options.trustProxy, options.metrics, options.logger);
   return {
     web: (req: http.IncomingMessage, res: http.ServerResponse, target: ForwardTarget) => exchanger.web(req, res, target),
+    hold: (req: http.IncomingMessage) => exchanger.hold(req),
     ws: (req: http.IncomingMessage, socket: Duplex, head: Buffer, target: ForwardTarget) => sockets.ws(req, socket, head, target),
     /** Upgraded WebSockets open now: the HTTP server does not count them as connections. */
     openWebSockets: () => sockets.openCount(),

@@ -18,6 +18,17 @@ export interface ForwardTarget {
    * worker died, which the session layer reports as 410 `session_lost`.
    */
   failure: (err: NodeJS.ErrnoException) => WarmpoolError;
+  /**
+   * The request's body, read whole beforehand (the first request of an implicit session), so
+   * the request can be sent again to another worker.
+   */
+  held?: Buffer;
+  /**
+   * When set (with `held`), a worker that fails before the client got any byte (no connection,
+   * a reset, a 5xx) is not answered for: the exchange is given back through this, with why, and
+   * the caller forwards the request again elsewhere.
+   */
+  retry?: (why: string) => void;
 }
 
 /** undici's and Node's names for a worker that stayed silent too long. */

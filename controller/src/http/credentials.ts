@@ -17,6 +17,15 @@ export function tokenMatcher(tokens: readonly string[]): (candidate: string) => 
   };
 }
 
+/** The value of the request's cookie `name`, if it sends one. */
+export function cookieValue(req: http.IncomingMessage, name: string): string | undefined {
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
 /** A stable, non-reversible key for per-client limits: never the raw API token. */
 function clientKey(raw: string): string {
   return createHash('sha256').update(`client:${raw}`).digest('hex').slice(0, 16);
@@ -83,11 +92,7 @@ export function createCredentials(config: CredentialConfig) {
     sessionToken(req: http.IncomingMessage): string | undefined {
       const header = req.headers['x-session-id'];
       if (typeof header === 'string' && header !== '') return header.trim();
-      for (const part of (req.headers.cookie ?? '').split(';')) {
-        const eq = part.indexOf('=');
-        if (eq > 0 && part.slice(0, eq).trim() === cookieName) return part.slice(eq + 1).trim();
-      }
-      return undefined;
+      return cookieValue(req, cookieName);
     },
 
     sessionCookie(token: string): string {

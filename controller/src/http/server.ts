@@ -7,6 +7,7 @@ import type { Exchange, Forwarder, ForwardTarget, Observer } from '../forward/in
 import type { Logger } from '../log.js';
 import type { SessionWorker } from '../pool/types.js';
 import type { Sessions } from '../sessions/index.js';
+import { WORKER_ATTEMPTS } from '../sessions/placement.js';
 import { createControlApi } from './control-api.js';
 import { createCredentials } from './credentials.js';
 import { sendError, sendSocketError } from './respond.js';
@@ -95,15 +96,30 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
     }
     if (!config.AUTO_SESSION) throw errors.notFound();
     credentials.authorize(req);
-    // A request announcing a body over the limit is refused before it costs a pod (the forwarder
-    // would refuse it anyway, after the claim).
-    if (Number(req.headers['content-length'] ?? 0) > config.MAX_BODY_BYTES) throw errors.bodyTooLarge(config.MAX_BODY_BYTES);
+    // Read before the claim: a body over the limit, or one the client never finishes, costs no pod.
+    await forwardFresh(req, res, r.url, exchange, await forwarder.hold(req), 1);
+  }
+
+  /**
+   * The first request of an implicit session. Its body is held, so that a fresh worker failing
+   * it before the client heard a byte (no connection, a reset, a 5xx) is ended and the request
+   * sent to another worker under a new session, up to WORKER_ATTEMPTS; the last one's answer is
+   * the client's. Sending it again is safe: the failed worker, and whatever the request did to
+   * it, are gone.
+   */
+  async function forwardFresh(req: http.IncomingMessage, res: http.ServerResponse, url: string, exchange: Exchange, body: Buffer, attempt: number): Promise<void> {
     const created = await createSession(req, res, {});
     // Set now so that even an error answer tells the client its session, and again on the
     // worker's response so that a cookie the worker sets does not replace ours.
     const headers = { 'set-cookie': credentials.sessionCookie(created.token), 'x-session-id': created.token };
     for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
-    forwarder.web(req, res, target(req, exchange, created.worker, created.token, r.url, headers));
+    const asSent = { ...req.headers };
+    const retry = (why: string) => {
+      req.headers = asSent;
+      void sessions.discard(created.worker, why, asSent['x-request-id'] as string);
+      forwardFresh(req, res, url, exchange, body, attempt + 1).catch((err: unknown) => fail(res, err));
+    };
+    forwarder.web(req, res, { ...target(req, exchange, created.worker, created.token, url, headers), held: body, ...(attempt < WORKER_ATTEMPTS ? { retry } : {}) });
   }
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

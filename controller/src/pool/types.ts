@@ -90,6 +90,13 @@ export interface PoolSnapshot {
   pools: Record<string, PoolCounts>;
 }
 
+/**
+ * The state of a backend's view of the cluster: `listing` until the first list, `in_sync` while
+ * the watch streams, `reconnecting` after it broke, `api_silent` while the API server answers no
+ * request; `none` for a backend with no API to watch.
+ */
+export type WatchState = 'none' | 'listing' | 'in_sync' | 'reconnecting' | 'api_silent';
+
 export interface PoolBackend {
   readonly name: 'local' | 'kubernetes';
   /** Resolves once the first view of the pools is in (the informers' first lists, or workers spawned). */
@@ -127,6 +134,8 @@ export interface PoolBackend {
    */
   confirm(session: SessionWorker): void;
   snapshot(): PoolSnapshot;
+  /** For the status page; a backend without one has no watch (`none`). */
+  watchState?(): WatchState;
   /**
    * Called when a session's worker goes away other than through this replica's release: `lost`
    * when the worker died or was deleted by someone else, `ended` when another replica ended it.

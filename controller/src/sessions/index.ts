@@ -27,6 +27,17 @@ export interface SessionView {
   state: 'active';
 }
 
+/** A session that ended on this replica's watch: by this replica, or lost with its worker. */
+export interface EndedSession {
+  hash: string;
+  pool: string;
+  reason: EndReason | 'lost';
+  /** Epoch ms; unknown for a lost session, whose worker is gone from the backend's view. */
+  createdAt?: number;
+  /** Epoch ms. */
+  at: number;
+}
+
 export interface CreateOptions {
   reqId?: string;
   /** Pools in order of preference; none: the default pool. */
@@ -47,6 +58,7 @@ export class Sessions {
   private readonly directory: Directory;
   private readonly activity: Activity;
   private readonly timers: NodeJS.Timeout[] = [];
+  private readonly endListeners: ((ended: EndedSession) => void)[] = [];
   private closing = false;
 
   constructor(
@@ -67,8 +79,14 @@ export class Sessions {
       this.publish();
       if (kind === 'ended') return;
       this.metrics.sessionsEnded.inc({ pool: pool ?? '', reason: 'lost' });
+      this.ended({ hash, pool: pool ?? '', reason: 'lost', at: this.now() });
       this.logger.warn({ session: hash.slice(0, 12), worker, pool, why }, 'session lost');
     });
+  }
+
+  /** Every end this replica counts in `warmpool_sessions_ended_total`, as it is counted. */
+  onEnd(listener: (ended: EndedSession) => void): void {
+    this.endListeners.push(listener);
   }
 
   /** Starts the reaper and the activity heartbeat. */
@@ -164,6 +182,15 @@ export class Sessions {
     await this.finish(worker, 'deleted', reqId);
   }
 
+  /**
+   * A fresh worker failed the first request of its session before the client heard a byte:
+   * nobody holds the session's id, so it ends (as `orphan`) and the request goes elsewhere.
+   */
+  async discard(worker: SessionWorker, why: string, reqId?: string): Promise<void> {
+    this.logger.warn({ session: worker.hash.slice(0, 12), worker: worker.worker, pool: worker.pool, why, reqId }, 'worker failed the first request of its session');
+    await this.finish(worker, 'orphan', reqId).catch((err: Error) => this.cannotEnd(worker, err));
+  }
+
   begin(hash: string): () => void {
     return this.activity.begin(hash);
   }
@@ -218,7 +245,12 @@ export class Sessions {
       return;
     }
     this.metrics.sessionsEnded.inc({ pool: worker.pool, reason });
+    this.ended({ hash: worker.hash, pool: worker.pool, reason, createdAt: worker.createdAt, at: this.now() });
     this.logger.info({ session: worker.hash.slice(0, 12), worker: worker.worker, pool: worker.pool, reason, reqId }, 'session ended');
+  }
+
+  private ended(session: EndedSession): void {
+    for (const listener of this.endListeners) listener(session);
   }
 
   private cannotEnd(s: SessionWorker, err: Error): void {

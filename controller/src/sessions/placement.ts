@@ -5,8 +5,11 @@ import type { EndReason, PoolBackend, SessionWorker } from '../pool/types.js';
 import type { Delivery, Settings } from './delivery.js';
 import { newSessionToken, sessionHash } from './tokens.js';
 
-/** Claims one session may make when workers keep failing to take its settings. */
-const DELIVERY_ATTEMPTS = 3;
+/**
+ * Workers one session may go through when they keep failing it: failing to take its settings
+ * (here), or failing the first request of an implicit session (the http layer).
+ */
+export const WORKER_ATTEMPTS = 3;
 
 /**
  * The pools a session may come from, in order: those it named (each must exist), else
@@ -48,7 +51,7 @@ export interface Placement {
  * Claims a worker and hands it the session's settings. A worker that refuses them (4xx) is
  * released and the client told 400 `settings_rejected`: another worker of the same image would
  * refuse them too. A worker that fails (5xx, no answer) is released and another claimed, under
- * a fresh id each time (the failed claim's id was never given out), up to DELIVERY_ATTEMPTS;
+ * a fresh id each time (the failed claim's id was never given out), up to WORKER_ATTEMPTS;
  * then 503 `worker_failed`.
  */
 export async function place(deps: PlacementDeps, p: Placement): Promise<{ token: string; worker: SessionWorker }> {
@@ -61,6 +64,6 @@ export async function place(deps: PlacementDeps, p: Placement): Promise<{ token:
     if (delivery.outcome === 'rejected') throw errors.settingsRejected(delivery.message);
     deps.metrics.claimsTotal.inc({ pool: worker.pool, result: 'delivery_failed' });
     deps.logger.warn({ session: worker.hash.slice(0, 12), worker: worker.worker, pool: worker.pool, why: delivery.why, attempt }, 'worker failed to take the session settings');
-    if (attempt >= DELIVERY_ATTEMPTS) throw errors.workerFailed(deps.retryAfterS);
+    if (attempt >= WORKER_ATTEMPTS) throw errors.workerFailed(deps.retryAfterS);
   }
 }

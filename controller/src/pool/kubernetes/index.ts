@@ -12,7 +12,7 @@ import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
 import { claimInOrder, type ClaimQueue } from '../claim-queue.js';
 import { SIZING_DEFAULTS } from '../sizing.js';
-import type { ClaimRequest, EndReason, GoneListener, PoolBackend, PoolSnapshot, SessionWorker } from '../types.js';
+import type { ClaimRequest, EndReason, GoneListener, PoolBackend, PoolSnapshot, SessionWorker, WatchState } from '../types.js';
 import { isConflict, type KubeApi, type Watch } from './api.js';
 import { Claimer, rendezvous } from './claimer.js';
 import { PodEvents } from './events.js';
@@ -251,6 +251,12 @@ export class KubePool implements PoolBackend {
     }
     const problem = this.discovery.synced && this.discovery.names().length === 0 ? `no pool Deployment (labelled ${POOL_LABEL}) in the namespace` : undefined;
     return { backend: this.name, ...this.cache.counts(), pendingClaims: this.o.queue.length, ...(problem ? { problem } : {}), pools };
+  }
+
+  watchState(): WatchState {
+    if (!this.podsSynced || !this.discovery.synced) return 'listing';
+    if (!this.connected) return 'reconnecting';
+    return this.answering ? 'in_sync' : 'api_silent';
   }
 
   onGone(listener: GoneListener): void {
