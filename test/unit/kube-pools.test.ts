@@ -96,9 +96,10 @@ describe('kubernetes pools from Deployments', () => {
       api.putDeployment({ ...(api.deployments.get(name) as DeploymentInfo), replicas: 7 });
     };
     api.putDeployment({ ...(api.deployments.get('chatbot-worker') as DeploymentInfo), replicas: 7 });
-    await sleep(1600);
+    // A shrink waits for two ticks of decisions (1-2 s); then each undone write doubles the gap.
+    await sleep(3500);
     await pool.stop();
-    assert.ok(api.scales.length >= 2 && api.scales.length <= 5, `${api.scales.length} writes in 1.6 s`);
+    assert.ok(api.scales.length >= 2 && api.scales.length <= 6, `${api.scales.length} writes in 3.5 s`);
   });
 
   test('when no pool Deployment exists, then the backend is not ready and says why, and turns ready once one is applied', async () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
-import { CLAIM_WAIT, CLAIMED_AT, MAX_SIZE, MIN_SIZE, POOL_LABEL, RATE_WINDOW, TARGET_MISS_RATE, type PodInfo } from '../../controller/src/pool/kubernetes/index.js';
+import { CLAIM_WAIT, CLAIMED_AT, MAX_SIZE, MIN_SIZE, POOL_LABEL, RATE_WINDOW, TARGET_MISS_RATE, type DeploymentInfo, type PodInfo } from '../../controller/src/pool/kubernetes/index.js';
 import { settingsOf } from '../../controller/src/pool/kubernetes/pools.js';
 import { Sizer } from '../../controller/src/pool/kubernetes/sizer.js';
 import { historyMs, SIZING_DEFAULTS } from '../../controller/src/pool/sizing.js';
@@ -90,6 +90,26 @@ describe('sizing inputs from the pod watch', () => {
 });
 
 describe('adaptive sizing on the kubernetes backend', () => {
+  test('when another replica grows the pool and its Deployment changes many times within a second, then this replica shrinks it only after two ticks', async () => {
+    const api = new FakeApi();
+    api.deployments.set('chatbot-worker', poolDeployment('chatbot', 'chatbot-worker', { [MIN_SIZE]: '1', [MAX_SIZE]: '50' }));
+    let watched = 0;
+    const { pool } = await poolWith(api, 200, { now: () => Date.now() + watched });
+    watched = 24 * 3600_000; // as if this replica had watched the pods for a day: it may shrink pools
+    for (let i = 0; i < 100 && api.scaled !== 1; i++) await sleep(20);
+    assert.equal(api.scaled, 1);
+    const writes = api.scales.length;
+    for (let i = 0; i < 6; i++) {
+      api.putDeployment({ ...(api.deployments.get('chatbot-worker') as DeploymentInfo), replicas: 10 });
+      await sleep(50);
+    }
+    assert.equal(api.scales.length, writes, 'no shrink on the events of one moment');
+    for (let i = 0; i < 150 && api.scaled !== 1; i++) await sleep(20);
+    assert.equal(api.scaled, 1, 'shrunk back once the decisions held');
+    await pool.stop();
+  });
+
+
   test('when an adaptive pool shows claims, then its Deployment is scaled to the model\'s size, with an Event and metrics naming the inputs', async () => {
     const api = new FakeApi();
     api.deployments.set('chatbot-worker', poolDeployment('chatbot', 'chatbot-worker', { [MIN_SIZE]: '1', [MAX_SIZE]: '50', [RATE_WINDOW]: '8' }));

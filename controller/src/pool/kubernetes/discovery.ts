@@ -36,8 +36,8 @@ export class PoolDiscovery {
   private readonly scaler: Scaler;
   private readonly sizer: Sizer;
   private readonly now: () => number;
-  /** Each pool's latest decision, and how many decisions in a row asked for fewer replicas than it has. */
-  private readonly decided = new Map<string, { decision: Decision; lower: number }>();
+  /** Each pool's latest decision, and the tick since which decisions ask for fewer replicas than it has. */
+  private readonly decided = new Map<string, { decision: Decision; lowerSince?: number }>();
   private timer: NodeJS.Timeout | undefined;
   private watch: Watch | undefined;
   /** The Deployment watch has listed once. */
@@ -99,17 +99,18 @@ export class PoolDiscovery {
   }
 
   /**
-   * Decides a pool's size and hands it to the scaler. A decision to shrink is acted on only when
-   * the one before it (a second earlier) asked to shrink too: a replica whose watch is a moment
-   * behind another's (which grew the pool on claims this one has not seen yet) does not undo it.
+   * Decides a pool's size and hands it to the scaler. A decision to shrink is acted on only once
+   * the decisions have asked to shrink for over a second (two ticks): a replica whose watch is a
+   * moment behind another's (which grew the pool on claims this one has not seen yet) does not
+   * undo it, however many Deployment events arrive meanwhile.
    */
   private size(pool: Pool): void {
     const { metrics } = this.o;
     const current = pool.deployment.replicas;
     const decision = this.sizer.decide(pool.name, pool.settings, current, this.now());
-    const lower = decision.target < current ? (this.decided.get(pool.name)?.lower ?? 0) + 1 : 0;
-    this.decided.set(pool.name, { decision, lower });
-    const target = lower === 1 ? current : decision.target;
+    const lowerSince = decision.target < current ? this.decided.get(pool.name)?.lowerSince ?? decision.tick : undefined;
+    this.decided.set(pool.name, { decision, lowerSince });
+    const target = lowerSince !== undefined && decision.tick - lowerSince < 2 * TICK_MS ? current : decision.target;
     const labels = { pool: pool.name };
     metrics.poolSize.set(labels, current);
     metrics.poolTargetSize.set(labels, decision.target);
