@@ -98,6 +98,7 @@ describe('adaptive sizing on the kubernetes backend', () => {
     watched = 24 * 3600_000; // as if this replica had watched the pods for a day: it may shrink pools
     for (let i = 0; i < 100 && api.scaled !== 1; i++) await sleep(20);
     assert.equal(api.scaled, 1);
+    await sleep(1200); // past the scaler's gap between two writes
     const writes = api.scales.length;
     for (let i = 0; i < 6; i++) {
       api.putDeployment({ ...(api.deployments.get('chatbot-worker') as DeploymentInfo), replicas: 10 });
