@@ -61,6 +61,19 @@ describe('sizing inputs from the pod watch', () => {
     }));
   });
 
+  test('when a replica restarts after pods were deleted, then it sizes for the same refill time as one that watched them', () => {
+    const now = 1_800_000_000_000;
+    const old = new Sizer(0);
+    const restarted = new Sizer(now);
+    const slow = [pod(1, now - 60_000, 9000), pod(2, now - 50_000, 9000)];
+    const live = [3, 4, 5, 6].map((i) => pod(i, now - 40_000 + i * 1000, 3000));
+    for (const p of [...slow, ...live]) old.seen(p, 'assigned');
+    for (const p of slow) old.gone(p);
+    for (const p of live) restarted.seen(p, 'assigned');
+    assert.equal(old.decide('chatbot', adaptive, 2, now).refillS, 3);
+    assert.equal(restarted.decide('chatbot', adaptive, 2, now).refillS, 3);
+  });
+
   test('when a replica has just started and sees fewer claims than the others did, then it never shrinks the pool', () => {
     const now = 1_800_000_000_000;
     const fresh = new Sizer(now - 5000);

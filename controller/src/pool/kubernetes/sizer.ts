@@ -5,8 +5,10 @@
  * condition's lastTransitionTime). Claimed pods are deleted when their sessions end, so a claim
  * is kept once seen, by pod uid, for as long as decisions read it (historyMs): every replica that
  * watched that long holds the same claims; one that started later holds fewer, and the sizing
- * function then lets it only grow pools. Nothing here is written anywhere: a restarted replica
- * starts from the pods that still exist.
+ * function then lets it only grow pools. Refill samples are those of the pods that exist now
+ * (dropped with their pod), so every replica, a restarted one too, has the same: a restarted
+ * replica must never size for another refill time than the others, or it would grow what they
+ * shrink. Nothing here is written anywhere: a restarted replica starts from the pods that exist.
  */
 import type { PodInfo } from './api.js';
 import { CLAIM_WAIT, CLAIMED_AT, epoch, POOL_LABEL, TAKEN } from './labels.js';
@@ -35,11 +37,21 @@ class Timeline {
     return lo;
   }
 
-  /** Drops the entries before `t`, but never the newest `keep`. */
-  prune(t: number, keep = 0): void {
-    const n = Math.min(this.before(t), Math.max(0, this.at.length - keep));
+  /** Drops the entries before `t`. */
+  prune(t: number): void {
+    const n = this.before(t);
     this.at.splice(0, n);
     this.values.splice(0, n);
+  }
+
+  /** Drops one entry at `t` with `value`. */
+  remove(t: number, value: number): void {
+    for (let i = this.before(t); this.at[i] === t; i++) {
+      if (this.values[i] !== value) continue;
+      this.at.splice(i, 1);
+      this.values.splice(i, 1);
+      return;
+    }
   }
 }
 
@@ -47,7 +59,8 @@ class Timeline {
 class PoolInputs implements Arrivals {
   /** Pod uids already counted, with the time they were counted at (to forget them with it). */
   private readonly claimed = new Map<string, number>();
-  private readonly sampled = new Map<string, number>();
+  /** Live pods' refill samples by uid: Ready time and refill seconds. */
+  private readonly sampled = new Map<string, { readyAt: number; seconds: number }>();
   private readonly all = new Timeline();
   private readonly late = new Timeline();
   /** Ready times, each with its pod's refill seconds. */
@@ -55,7 +68,6 @@ class PoolInputs implements Arrivals {
   private readonly refillCache = new Map<number, number>();
   /** Older claims and samples were forgotten: ones seen again (a pod the watch sends anew) stay forgotten. */
   private floor = 0;
-  private sampleFloor = 0;
 
   claim(uid: string, at: number, waited: boolean): void {
     if (this.claimed.has(uid) || at <= this.floor) return;
@@ -65,10 +77,24 @@ class PoolInputs implements Arrivals {
   }
 
   sample(uid: string, readyAt: number, createdAt: number): void {
-    if (this.sampled.has(uid) || createdAt <= 0 || readyAt < createdAt || readyAt < this.sampleFloor) return;
-    this.sampled.set(uid, readyAt);
-    this.refills.add(readyAt, (readyAt - createdAt) / 1000);
-    // A sample older than a cached estimate (a watch that was late), or among the first ones, changes it.
+    if (this.sampled.has(uid) || createdAt <= 0 || readyAt < createdAt) return;
+    const seconds = (readyAt - createdAt) / 1000;
+    this.sampled.set(uid, { readyAt, seconds });
+    this.refills.add(readyAt, seconds);
+    this.changedAt(readyAt);
+  }
+
+  /** The pod was deleted: its sample goes. */
+  drop(uid: string): void {
+    const sample = this.sampled.get(uid);
+    if (sample === undefined) return;
+    this.sampled.delete(uid);
+    this.refills.remove(sample.readyAt, sample.seconds);
+    this.changedAt(sample.readyAt);
+  }
+
+  /** A sample Ready at `readyAt` came or went: the estimates after it (and all, while there are few) change. */
+  private changedAt(readyAt: number): void {
     const early = this.refills.at.length <= REFILL_SAMPLES;
     for (const tick of this.refillCache.keys()) if (early || tick > readyAt) this.refillCache.delete(tick);
   }
@@ -95,18 +121,12 @@ class PoolInputs implements Arrivals {
     return t;
   };
 
-  /** Forgets what no decision reads any more (refill samples: all but the newest REFILL_SAMPLES before `before`). */
+  /** Forgets the claims no decision reads any more. */
   prune(before: number): void {
     this.floor = before;
     for (const [uid, at] of this.claimed) if (at < before) this.claimed.delete(uid);
     this.all.prune(before);
     this.late.prune(before);
-    const dropped = Math.max(0, this.refills.before(before) - REFILL_SAMPLES);
-    if (dropped > 0) {
-      this.sampleFloor = this.refills.at[dropped] as number;
-      this.refills.prune(this.sampleFloor);
-      for (const [uid, at] of this.sampled) if (at < this.sampleFloor) this.sampled.delete(uid);
-    }
     for (const tick of this.refillCache.keys()) if (tick < before) this.refillCache.delete(tick);
   }
 }
@@ -141,6 +161,11 @@ export class Sizer {
     const from = now - settings.rateWindowS * 1000;
     const n = inputs?.count(from, now) ?? 0;
     return n === 0 ? 0 : (inputs as PoolInputs).waited(from, now) / n;
+  }
+
+  /** A pod the watch shows deleted. */
+  gone(pod: PodInfo): void {
+    this.pools.get(pod.labels[POOL_LABEL] ?? '')?.drop(pod.uid);
   }
 
   forget(pool: string): void {
