@@ -80,6 +80,7 @@ describe('sizing inputs from the pod watch', () => {
     for (const p of claimedPods(now, 2, 4)) fresh.seen(p, 'assigned');
     assert.equal(fresh.decide('chatbot', adaptive, 30, now).target, 30);
     const old = new Sizer(now - historyMs(adaptive));
+    old.seen(pod(9, now - 10_000, 3000), 'assigned');
     assert.ok(old.decide('chatbot', adaptive, 30, now).target < 30);
   });
 
@@ -91,6 +92,14 @@ describe('sizing inputs from the pod watch', () => {
     const d = sizer.decide('chatbot', adaptive, 1, now);
     assert.equal(d.refillS, 3);
     assert.ok(d.target <= 6, `sized to ${d.target}`);
+  });
+
+  test('when no pod of the pool was ever seen Ready, then the size is kept, not sized for a refill time nobody measured', () => {
+    const now = 1_800_000_000_000;
+    const sizer = new Sizer(0);
+    assert.equal(sizer.decide('chatbot', adaptive, 7, now).target, 7);
+    sizer.seen(pod(1, now - 10_000, 3000), 'assigned');
+    assert.equal(sizer.decide('chatbot', adaptive, 7, now).target, 1);
   });
 
   test('when claims had waited, then the observed miss rate is their share of the window', () => {
@@ -109,6 +118,7 @@ describe('adaptive sizing on the kubernetes backend', () => {
     let watched = 0;
     const { pool } = await poolWith(api, 200, { now: () => Date.now() + watched });
     watched = 24 * 3600_000; // as if this replica had watched the pods for a day: it may shrink pools
+    api.handlers.upsert(api.addWarm('w1', '127.0.9.1'));
     for (let i = 0; i < 100 && api.scaled !== 1; i++) await sleep(20);
     assert.equal(api.scaled, 1);
     await sleep(1200); // past the scaler's gap between two writes

@@ -63,8 +63,10 @@ class PoolInputs implements Arrivals {
   private readonly sampled = new Map<string, { readyAt: number; seconds: number }>();
   private readonly all = new Timeline();
   private readonly late = new Timeline();
-  /** Ready times, each with its pod's refill seconds. */
+  /** Ready times of the live pods, each with its pod's refill seconds. */
   private readonly refills = new Timeline();
+  /** The refill seconds of the last REFILL_SAMPLES pods deleted, for when no live pod has turned Ready. */
+  private readonly goneRefills: number[] = [];
   private readonly refillCache = new Map<number, number>();
   /** Older claims and samples were forgotten: ones seen again (a pod the watch sends anew) stay forgotten. */
   private floor = 0;
@@ -90,6 +92,8 @@ class PoolInputs implements Arrivals {
     if (sample === undefined) return;
     this.sampled.delete(uid);
     this.refills.remove(sample.readyAt, sample.seconds);
+    this.goneRefills.push(sample.seconds);
+    if (this.goneRefills.length > REFILL_SAMPLES) this.goneRefills.shift();
     this.changedAt(sample.readyAt);
   }
 
@@ -107,16 +111,23 @@ class PoolInputs implements Arrivals {
     return this.late.before(toMs) - this.late.before(fromMs);
   }
 
+  /** Whether any pod of the pool was ever seen Ready (without, the refill time is unknown). */
+  get sampledAny(): boolean {
+    return this.refills.at.length + this.goneRefills.length > 0;
+  }
+
   /**
-   * The refill estimate of the REFILL_SAMPLES pods that turned Ready last before `tick`; for a
-   * tick before any pod turned Ready, that of the first ones to (not a default that would size
-   * the pool's past for a refill time it never had).
+   * The refill estimate of the REFILL_SAMPLES live pods that turned Ready last before `tick`; for
+   * a tick before any of them turned Ready, that of the first ones to (not a default that would
+   * size the pool's past for a refill time it never had); with no live pod Ready at all (every
+   * one claimed and gone), that of the pods deleted last.
    */
   refill = (tick: number): number => {
     let t = this.refillCache.get(tick);
     if (t === undefined) {
       const end = Math.max(this.refills.before(tick), Math.min(REFILL_SAMPLES, this.refills.at.length));
-      this.refillCache.set(tick, t = refillEstimate(this.refills.values.slice(Math.max(0, end - REFILL_SAMPLES), end)));
+      const samples = end > 0 ? this.refills.values.slice(Math.max(0, end - REFILL_SAMPLES), end) : this.goneRefills;
+      this.refillCache.set(tick, t = refillEstimate(samples));
     }
     return t;
   };
@@ -152,7 +163,10 @@ export class Sizer {
     let inputs = this.pools.get(pool);
     if (!inputs) this.pools.set(pool, inputs = new PoolInputs());
     inputs.prune(now - historyMs(settings) - REFILL_TICK_MS);
-    return decide({ arrivals: inputs, refill: inputs.refill, settings, current, now, completeSince: this.startedAt });
+    const decision = decide({ arrivals: inputs, refill: inputs.refill, settings, current, now, completeSince: this.startedAt });
+    // No pod of the pool was ever seen Ready here: the refill time is unknown, so keep the size.
+    if (!inputs.sampledAny) return { ...decision, target: Math.min(settings.maxSize, Math.max(settings.minSize, current)) };
+    return decision;
   }
 
   /** Share of the claims landed in the rate window before `now` that had waited (the observed miss rate). */
