@@ -13,10 +13,11 @@ import { Claims } from './claims.js';
 import { gaussian, poissonDraw, rng } from './random.js';
 import type { Trace } from './traces.js';
 
-/** Seconds from pod creation to Ready: log-normal, with this median and log-scale spread. */
+/** Seconds from pod creation to Ready: log-normal, with this median and log-scale spread; or drawn from measured samples. */
 export interface RefillModel {
   medianS: number;
   sigma: number;
+  samples?: readonly number[];
 }
 
 export interface RunOptions {
@@ -58,7 +59,7 @@ export function simulate(trace: Trace, settings: SizingSettings, refill: RefillM
   const perSecond = 1000 / slotMs;
   const warmupSlot = o.warmupS * perSecond;
   const endSlot = trace.durationS * perSecond + warmupSlot;
-  const longestS = refill.medianS * Math.exp(5 * refill.sigma);
+  const longestS = Math.max(refill.medianS * Math.exp(5 * refill.sigma), ...(refill.samples ?? []));
   const ringLength = Math.ceil(longestS * perSecond) + 2;
   const ready = new Float64Array(ringLength);
   const timeout = Math.ceil(o.claimTimeoutMs / slotMs);
@@ -70,10 +71,13 @@ export function simulate(trace: Trace, settings: SizingSettings, refill: RefillM
   const refillAt = new Map<number, number>();
   const timeline: [number, number, number][] = [];
 
+  const drawRefill = () => (refill.samples?.length
+    ? refill.samples[Math.floor(random() * refill.samples.length)] as number
+    : Math.min(longestS, refill.medianS * Math.exp(refill.sigma * gaussian(random))));
   let replicas = settings.minSize;
   let warm = replicas;
   // The pods the pool starts with took a refill time too: they are the first samples.
-  for (let i = 0; i < Math.min(replicas, REFILL_SAMPLES); i++) samples[sampled++] = Math.min(longestS, refill.medianS * Math.exp(refill.sigma * gaussian(random)));
+  for (let i = 0; i < Math.min(replicas, REFILL_SAMPLES); i++) samples[sampled++] = drawRefill();
   let starting = 0;
   let waiting = 0;
   let head = 0;
@@ -85,7 +89,7 @@ export function simulate(trace: Trace, settings: SizingSettings, refill: RefillM
     const batches = Math.min(n, 4);
     for (let i = 0; i < batches; i++) {
       const size = Math.floor(n / batches) + (i < n % batches ? 1 : 0);
-      const refillS = Math.min(longestS, refill.medianS * Math.exp(refill.sigma * gaussian(random)));
+      const refillS = drawRefill();
       samples[sampled++ % REFILL_SAMPLES] = refillS;
       const at = (slot + Math.max(1, Math.round(refillS * perSecond))) % ringLength;
       ready[at] = (ready[at] as number) + size;
