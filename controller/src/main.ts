@@ -102,6 +102,7 @@ async function kubernetesBackend(): Promise<PoolBackend> {
     labelKey: config.POOL_LABEL_KEY,
     minSize: config.POOL_MIN_SIZE ?? config.POOL_SIZE,
     maxSize: config.POOL_MAX_SIZE ?? config.POOL_SIZE,
+    sizing: { targetMissRate: config.POOL_TARGET_MISS_RATE, rateWindowS: config.POOL_RATE_WINDOW_S, scaleDownWindowS: config.POOL_SCALE_DOWN_WINDOW_S },
     workerPort: config.WORKER_PORT,
     activityFlushMs: config.ACTIVITY_FLUSH_S * 1000,
     // A claim being delivered is confirmed (or released) within DELIVERY_TIMEOUT_MS: well past

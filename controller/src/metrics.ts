@@ -36,6 +36,13 @@ export function createMetrics() {
   return {
     registry,
     poolPods: new Gauge({ name: 'warmpool_pool_pods', help: 'Pool workers by state (warm, warming, assigned).', labelNames: ['pool', 'state'], registers }),
+    poolSize: new Gauge({ name: 'warmpool_pool_size', help: 'Replicas of each pool\'s Deployment, as the watch shows them.', labelNames: ['pool'], registers }),
+    poolTargetSize: new Gauge({ name: 'warmpool_pool_target_size', help: 'The size sizing asks for (min-size == max-size: that size).', labelNames: ['pool'], registers }),
+    poolArrivalRate: new Gauge({ name: 'warmpool_pool_arrival_rate', help: 'Claims per second as sizing reads them (λ), by pool.', labelNames: ['pool'], registers }),
+    poolRefillSeconds: new Gauge({ name: 'warmpool_pool_refill_seconds', help: 'Refill time sizing uses (T: the 90th percentile of recent pods\' creation to Ready), by pool.', labelNames: ['pool'], registers }),
+    poolPredictedMissRate: new Gauge({ name: 'warmpool_pool_predicted_miss_rate', help: 'Share of claims the sizing model predicts will wait at the target size, by pool.', labelNames: ['pool'], registers }),
+    poolObservedMissRate: new Gauge({ name: 'warmpool_pool_observed_miss_rate', help: 'Share of the claims landed in the rate window that had waited for a warm pod (from the pods\' claim-wait annotation), by pool.', labelNames: ['pool'], registers }),
+    poolResizes: new Counter({ name: 'warmpool_pool_resizes_total', help: 'Pool Deployment replicas written by this replica, by pool.', labelNames: ['pool'], registers }),
     poolConfigErrors: new Counter({ name: 'warmpool_pool_config_errors_total', help: 'Pool Deployments found unusable as labelled, or with invalid settings annotations, by pool.', labelNames: ['pool'], registers }),
     sessionsActive: new Gauge({ name: 'warmpool_sessions_active', help: 'Sessions with a live worker.', registers }),
     claimsTotal: new Counter({ name: 'warmpool_claims_total', help: 'Claim attempts by pool and result (pool is empty when the request named no pool that exists).', labelNames: ['pool', 'result'], registers }),

@@ -173,7 +173,7 @@ describe('kubernetes Events', () => {
     assert.equal(podB.annotations[CLAIMED_BY], 'test-replica');
     api.handlers.remove(podB);
     await sleep(0);
-    const seen = api.events.map((e) => `${e.object.name} ${e.reason} ${e.type}: ${e.message}`);
+    const seen = api.events.filter((e) => e.object.kind === 'Pod').map((e) => `${e.object.name} ${e.reason} ${e.type}: ${e.message}`);
     assert.deepEqual(seen, [
       `${a.worker} Claimed Normal: pool chatbot: claimed for session 111111111111 by test-replica`,
       `${b.worker} Claimed Normal: pool chatbot: claimed for session 222222222222 by test-replica`,

@@ -96,9 +96,10 @@ describe('kubernetes pools from Deployments', () => {
       api.putDeployment({ ...(api.deployments.get(name) as DeploymentInfo), replicas: 7 });
     };
     api.putDeployment({ ...(api.deployments.get('chatbot-worker') as DeploymentInfo), replicas: 7 });
-    await sleep(1600);
+    // A shrink waits for two ticks of decisions (1-2 s); then each undone write doubles the gap.
+    await sleep(3500);
     await pool.stop();
-    assert.ok(api.scales.length >= 2 && api.scales.length <= 5, `${api.scales.length} writes in 1.6 s`);
+    assert.ok(api.scales.length >= 2 && api.scales.length <= 6, `${api.scales.length} writes in 3.5 s`);
   });
 
   test('when no pool Deployment exists, then the backend is not ready and says why, and turns ready once one is applied', async () => {
@@ -137,8 +138,8 @@ describe('kubernetes pool settings from annotations', () => {
     put({ [MIN_SIZE]: 'lots' });
     await until('the problem shows', () => pool.snapshot().pools.chatbot?.problem !== undefined);
     assert.equal(pool.snapshot().pools.chatbot?.size, 3, 'no good settings yet: the defaults');
-    put({ [MIN_SIZE]: '2', [MAX_SIZE]: '5' });
-    await until('scaled to the new min-size', () => api.scaled === 2);
+    put({ [MIN_SIZE]: '2', [MAX_SIZE]: '2' });
+    await until('scaled to the new size', () => api.scaled === 2, 4000);
     assert.equal(pool.snapshot().pools.chatbot?.problem, undefined);
     put({ [MIN_SIZE]: '6', [MAX_SIZE]: '5' });
     await until('the problem shows', () => pool.snapshot().pools.chatbot?.problem !== undefined);
@@ -149,7 +150,7 @@ describe('kubernetes pool settings from annotations', () => {
     const events = api.events.filter((e) => e.reason === 'InvalidPoolSettings').map((e) => e.message);
     assert.deepEqual(events, [
       'pool chatbot: warmpool.dev/min-size "lots" is not a whole number from 0 to 10000; keeping min-size 3, max-size 3',
-      'pool chatbot: warmpool.dev/min-size 6 is over warmpool.dev/max-size 5; keeping min-size 2, max-size 5',
+      'pool chatbot: warmpool.dev/min-size 6 is over warmpool.dev/max-size 5; keeping min-size 2, max-size 2',
     ]);
     assert.equal((await metrics.poolConfigErrors.get()).values.find((v) => v.labels.pool === 'chatbot')?.value, 2);
     await pool.stop();

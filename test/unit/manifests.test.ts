@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { CONFIG_KEYS, parseConfig } from '../../controller/src/config.js';
 import { settingsOf, type PoolSettings } from '../../controller/src/pool/kubernetes/pools.js';
+import { SIZING_DEFAULTS } from '../../controller/src/pool/sizing.js';
 
 const K8S = fileURLToPath(new URL('../../k8s/', import.meta.url));
 const NAMESPACE = 'warmpool';
@@ -294,7 +295,7 @@ describe('k8s manifests', () => {
     assert.deepEqual(pool.spec?.selector, { matchLabels: { 'app.kubernetes.io/name': 'chatbot-worker', [POOL_LABEL]: 'chatbot', assigned: 'not_assigned' } }, 'the design\'s labels');
     assert.ok(!matches(anyPool, controller.spec?.template?.metadata.labels ?? {}), 'controller pods are never taken for pool pods');
     assert.ok(!matches(anyPool, controller.metadata.labels ?? {}), 'the controller Deployment is no pool');
-    assert.equal(pool.spec?.replicas, Number(setting('POOL_SIZE')), 'replicas = POOL_SIZE, so an apply does not fight the controller');
+    assert.equal(pool.spec?.replicas, undefined, 'no replicas: the controller owns them, and an apply never changes them');
     assert.equal(pool.spec?.strategy?.rollingUpdate?.maxUnavailable, 0, 'a rollout never takes a warm pod away before its replacement is ready');
     assert.equal(spec.serviceAccountName, 'chatbot-worker', 'workers have an identity of their own, created in the same apply');
     assert.equal(find('ServiceAccount', 'chatbot-worker').automountServiceAccountToken, false, 'no token by default either');
@@ -397,9 +398,10 @@ describe('k8s/examples/second-pool', () => {
     const small = secondPool.objects[0] as K8sObject;
     assertPool(small, 'small');
     const annotations = (small.metadata as Meta & { annotations?: Labels }).annotations ?? {};
-    const settings = settingsOf(annotations, { minSize: 3, maxSize: 3 });
+    const settings = settingsOf(annotations, { minSize: 3, maxSize: 3, ...SIZING_DEFAULTS });
     assert.equal(typeof settings, 'object', `its annotations are valid settings: ${JSON.stringify(settings)}`);
-    assert.equal(small.spec?.replicas, (settings as PoolSettings).minSize, 'replicas = its min-size, so an apply does not fight the controller');
+    assert.ok((settings as PoolSettings).minSize < (settings as PoolSettings).maxSize, 'an adaptive pool');
+    assert.equal(small.spec?.replicas, undefined, 'no replicas: the controller owns them');
     assert.equal(podSpec(small).serviceAccountName, 'chatbot-worker', 'it runs as the workers\' identity that k8s/ creates');
     const shipped = pool.spec?.selector as Selector;
     assert.ok(!matches(shipped, small.spec?.template?.metadata.labels ?? {}), 'the shipped pool never takes its pods');

@@ -11,7 +11,7 @@ import type { Metrics } from '../../metrics.js';
 import type { ClaimRequest, SessionWorker } from '../types.js';
 import { isConflict, type KubeApi, type PodInfo } from './api.js';
 import type { PodEvents } from './events.js';
-import { CLAIMED_AT, CLAIMED_BY, CLIENT_LABEL, LAST_ACTIVITY, POOL_LABEL, SESSION_LABEL, sessionOf, TAKEN } from './labels.js';
+import { CLAIM_WAIT, CLAIMED_AT, CLAIMED_BY, CLIENT_LABEL, LAST_ACTIVITY, POOL_LABEL, SESSION_LABEL, sessionOf, TAKEN } from './labels.js';
 import type { PodCache } from './pod-cache.js';
 
 export interface ClaimerOptions {
@@ -58,8 +58,9 @@ export class Claimer {
    * One claim round. Resolves undefined when no pool of the request has a candidate or
    * `maxAttempts` conflicts were met: the caller then waits for the watch. Rejects with 503
    * no_warm_worker when none of its pools takes claims any more (their Deployments are gone).
+   * `waitedMs`: how long the claim has waited for a warm pod so far, written with it.
    */
-  async tryClaim(request: ClaimRequest): Promise<SessionWorker | undefined> {
+  async tryClaim(request: ClaimRequest, waitedMs = 0): Promise<SessionWorker | undefined> {
     for (let attempt = 0; attempt < this.o.maxAttempts; attempt++) {
       if (!this.o.connected()) throw errors.backendUnavailable(this.o.retryAfterS);
       const pools = request.pools.filter(this.o.listed);
@@ -73,7 +74,7 @@ export class Claimer {
           pod.name,
           pod.resourceVersion,
           { [this.o.labelKey]: TAKEN, [SESSION_LABEL]: request.hash, [CLIENT_LABEL]: request.client },
-          { [CLAIMED_AT]: at, [CLAIMED_BY]: this.o.replica, [LAST_ACTIVITY]: at },
+          { [CLAIMED_AT]: at, [CLAIMED_BY]: this.o.replica, [LAST_ACTIVITY]: at, [CLAIM_WAIT]: String(waitedMs) },
         );
         this.o.cache.reserve(claimed);
         this.o.events.claimed(claimed, request.hash);

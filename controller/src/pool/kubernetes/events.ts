@@ -1,7 +1,7 @@
 /**
  * Kubernetes Events on the pods the controller claims and ends, so `kubectl describe pod` tells
- * an operator what happened to a pod and why, and on pool Deployments it cannot use as they are,
- * so `kubectl describe deployment` says what to fix. Pod Events name the pool and the session
+ * an operator what happened to a pod and why, and on pool Deployments it cannot use as they are
+ * or resizes, so `kubectl describe deployment` says what to fix and why the pool has its size. Pod Events name the pool and the session
  * hash prefix, never the session id. Best effort: a failed write is logged at debug (and counted
  * with every API request), never fails what it reports on.
  *
@@ -50,6 +50,11 @@ export class PodEvents {
   /** A warning on a pool Deployment: `reason` is InvalidPool or InvalidPoolSettings. */
   deployment(deployment: { name: string; uid: string }, reason: string, message: string): void {
     this.send({ object: { kind: 'Deployment', ...deployment }, reason, type: 'Warning', message, replica: this.replica });
+  }
+
+  /** A pool Deployment this replica resized, with the figures that caused it. */
+  resized(deployment: { name: string; uid: string }, message: string): void {
+    this.send({ object: { kind: 'Deployment', ...deployment }, reason: 'PoolResized', type: 'Normal', message, replica: this.replica });
   }
 
   private write(pod: Pod, reason: string, type: KubeEvent['type'], message: string): void {

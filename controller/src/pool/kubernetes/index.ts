@@ -11,6 +11,7 @@ import { errors } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
 import { claimInOrder, type ClaimQueue } from '../claim-queue.js';
+import { SIZING_DEFAULTS } from '../sizing.js';
 import type { ClaimRequest, EndReason, GoneListener, PoolBackend, PoolSnapshot, SessionWorker, WatchState } from '../types.js';
 import { isConflict, type KubeApi, type Watch } from './api.js';
 import { Claimer, rendezvous } from './claimer.js';
@@ -18,12 +19,11 @@ import { PodEvents } from './events.js';
 import { CLAIMED_BY, ENDED, POOL_LABEL, sessionOf } from './labels.js';
 import { PoolDiscovery } from './discovery.js';
 import { PodCache } from './pod-cache.js';
-import { targetOf } from './pools.js';
 import { Reconciler } from './reconciler.js';
 import { SessionIndex } from './session-index.js';
 
-export { CLAIMED_AT, CLAIMED_BY, CLIENT_LABEL, ENDED, LAST_ACTIVITY, POOL_LABEL, SESSION_LABEL } from './labels.js';
-export { MAX_SIZE, MIN_SIZE } from './pools.js';
+export { CLAIM_WAIT, CLAIMED_AT, CLAIMED_BY, CLIENT_LABEL, ENDED, LAST_ACTIVITY, POOL_LABEL, SESSION_LABEL } from './labels.js';
+export { MAX_SIZE, MIN_SIZE, RATE_WINDOW, SCALE_DOWN_WINDOW, TARGET_MISS_RATE } from './pools.js';
 export type { DeploymentInfo, KubeApi, KubeEvent, PodInfo, PodWatchHandlers, WatchHandlers } from './api.js';
 
 export interface KubePoolOptions {
@@ -38,6 +38,8 @@ export interface KubePoolOptions {
   minSize: number;
   /** A pool's max-size when its Deployment has no warmpool.dev/max-size annotation. */
   maxSize: number;
+  /** Sizing settings of a pool whose Deployment does not set them (warmpool.dev/target-miss-rate, ...); else SIZING_DEFAULTS. */
+  sizing?: Partial<typeof SIZING_DEFAULTS>;
   workerPort: number;
   activityFlushMs: number;
   retryAfterS: number;
@@ -79,9 +81,10 @@ export class KubePool implements PoolBackend {
     this.cache = new PodCache({ labelKey, rank: rendezvous(seed), sessions: this.index, metrics, onClaimable: (pool) => o.queue.wake(pool) });
     this.discovery = new PoolDiscovery({
       api, queue: o.queue, logger, metrics, events: this.events, labelKey,
-      defaults: { minSize: o.minSize, maxSize: o.maxSize },
+      defaults: { minSize: o.minSize, maxSize: o.maxSize, ...SIZING_DEFAULTS, ...o.sizing },
       warm: (pool) => this.cache.counts(pool).warm,
       reachable: (answered) => this.answered(answered),
+      now,
     });
     this.reconciler = new Reconciler({
       api, cache: this.cache, sessions: this.index, events: this.events, logger, metrics, workerPort, now,
@@ -108,8 +111,14 @@ export class KubePool implements PoolBackend {
     const { api, logger } = this.o;
     const pods = new Promise<void>((firstSync) => {
       this.pods = api.watchPods(POOL_LABEL, {
-        upsert: (pod) => this.cache.upsert(pod),
-        remove: (pod) => this.cache.remove(pod),
+        upsert: (pod) => {
+          this.cache.upsert(pod);
+          this.discovery.seen(pod);
+        },
+        remove: (pod) => {
+          this.cache.remove(pod);
+          this.discovery.gone(pod);
+        },
         synced: () => {
           this.podsSynced = true;
           this.connected = true;
@@ -147,10 +156,16 @@ export class KubePool implements PoolBackend {
     this.reconciler.recordActivity(session.hash, Math.max((this.o.now ?? Date.now)(), session.createdAt + 1));
   }
 
+  /** A claim that does not find a warm pod at its first try records how long it waited (sizing reads it as a miss). */
   claim(request: ClaimRequest): Promise<SessionWorker> {
     if (!this.connected || !this.answering) return Promise.reject(errors.backendUnavailable(this.o.retryAfterS));
+    const now = this.o.now ?? Date.now;
+    const asked = now();
+    let waiting = this.o.queue.waitingFor(request.pools);
     return claimInOrder(this.o.queue, request.pools, async () => {
-      const got = await this.claimer.tryClaim(request);
+      const waitedMs = waiting ? Math.max(1, now() - asked) : 0;
+      waiting = true;
+      const got = await this.claimer.tryClaim(request, waitedMs);
       if (got === undefined && !this.answering) throw errors.backendUnavailable(this.o.retryAfterS);
       return got;
     }, request.signal);
@@ -245,7 +260,7 @@ export class KubePool implements PoolBackend {
   snapshot(): PoolSnapshot {
     const pools: PoolSnapshot['pools'] = {};
     for (const pool of this.discovery.values()) {
-      pools[pool.name] = { ...this.cache.counts(pool.name), size: targetOf(pool), ...(pool.problem ? { problem: pool.problem } : {}) };
+      pools[pool.name] = { ...this.cache.counts(pool.name), size: this.discovery.target(pool), ...(pool.problem ? { problem: pool.problem } : {}) };
     }
     const problem = this.discovery.synced && this.discovery.names().length === 0 ? `no pool Deployment (labelled ${POOL_LABEL}) in the namespace` : undefined;
     return { backend: this.name, ...this.cache.counts(), pendingClaims: this.o.queue.length, ...(problem ? { problem } : {}), pools };

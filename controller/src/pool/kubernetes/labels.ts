@@ -9,6 +9,8 @@ export const SESSION_LABEL = 'warmpool.dev/session';
 export const CLIENT_LABEL = 'warmpool.dev/client';
 export const CLAIMED_AT = 'warmpool.dev/claimed-at';
 export const CLAIMED_BY = 'warmpool.dev/claimed-by';
+/** How long the claim waited for a warm pod, ms (0: one was warm): what adaptive sizing reads misses from. */
+export const CLAIM_WAIT = 'warmpool.dev/claim-wait-ms';
 export const LAST_ACTIVITY = 'warmpool.dev/last-activity';
 /** Set just before warmpool deletes a claimed pod, so every replica can tell an end from a loss. */
 export const ENDED = 'warmpool.dev/ended';

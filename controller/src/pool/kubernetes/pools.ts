@@ -8,20 +8,22 @@
  */
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
+import { SIZING_LIMITS, type SizingSettings } from '../sizing.js';
 import type { DeploymentInfo } from './api.js';
 import type { PodEvents } from './events.js';
 import { FREE, POOL_LABEL } from './labels.js';
 
 export const MIN_SIZE = 'warmpool.dev/min-size';
 export const MAX_SIZE = 'warmpool.dev/max-size';
+export const TARGET_MISS_RATE = 'warmpool.dev/target-miss-rate';
+export const RATE_WINDOW = 'warmpool.dev/rate-window-seconds';
+export const SCALE_DOWN_WINDOW = 'warmpool.dev/scale-down-window-seconds';
 /** The largest pool size an annotation may ask for (POOL_SIZE's bound). */
 const MAX_POOL_SIZE = 10_000;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
-export interface PoolSettings {
-  minSize: number;
-  maxSize: number;
-}
+/** A pool's size bounds and sizing settings (min == max: a fixed size). */
+export type PoolSettings = SizingSettings;
 
 export interface Pool {
   readonly name: string;
@@ -31,9 +33,6 @@ export interface Pool {
   /** Why the Deployment's settings are not used, while they are not. */
   readonly problem?: string;
 }
-
-/** The replicas a pool keeps warm or warming: its min-size (sizing between min and max is not built). */
-export const targetOf = (pool: Pool): number => pool.settings.minSize;
 
 export interface PoolRegistryOptions {
   labelKey: string;
@@ -47,12 +46,20 @@ export interface PoolRegistryOptions {
   removed: (pool: string, deployment: string) => void;
 }
 
-/** A size annotation: absent (undefined), a whole number in bounds, or why not (a string). */
-function sizeOf(annotations: Readonly<Record<string, string>>, key: string): number | string | undefined {
+/** A whole-number annotation: absent (undefined), a number in [min, max], or why not (a string). */
+function wholeOf(annotations: Readonly<Record<string, string>>, key: string, min: number, max: number): number | string | undefined {
   const value = annotations[key];
   if (value === undefined) return undefined;
   const n = /^\d{1,9}$/.test(value.trim()) ? Number(value.trim()) : NaN;
-  return n <= MAX_POOL_SIZE ? n : `${key} "${value}" is not a whole number from 0 to ${MAX_POOL_SIZE}`;
+  return n >= min && n <= max ? n : `${key} "${value}" is not a whole number from ${min} to ${max}`;
+}
+
+/** The target miss rate annotation: absent, a number in [SIZING_LIMITS.minMissRate, 1), or why not. */
+function missRateOf(annotations: Readonly<Record<string, string>>): number | string | undefined {
+  const value = annotations[TARGET_MISS_RATE];
+  if (value === undefined) return undefined;
+  const n = value.trim() === '' ? NaN : Number(value);
+  return n >= SIZING_LIMITS.minMissRate && n < 1 ? n : `${TARGET_MISS_RATE} "${value}" is not a number from ${SIZING_LIMITS.minMissRate} to below 1`;
 }
 
 /**
@@ -61,13 +68,23 @@ function sizeOf(annotations: Readonly<Record<string, string>>, key: string): num
  * never conflicts with a default.
  */
 export function settingsOf(annotations: Readonly<Record<string, string>>, defaults: PoolSettings): PoolSettings | string {
-  const min = sizeOf(annotations, MIN_SIZE);
-  const max = sizeOf(annotations, MAX_SIZE);
-  if (typeof min === 'string') return min;
-  if (typeof max === 'string') return max;
-  const minSize = min ?? Math.min(defaults.minSize, max ?? defaults.minSize);
-  const maxSize = max ?? Math.max(defaults.maxSize, minSize);
-  return minSize <= maxSize ? { minSize, maxSize } : `${MIN_SIZE} ${minSize} is over ${MAX_SIZE} ${maxSize}`;
+  const min = wholeOf(annotations, MIN_SIZE, 0, MAX_POOL_SIZE);
+  const max = wholeOf(annotations, MAX_SIZE, 0, MAX_POOL_SIZE);
+  const missRate = missRateOf(annotations);
+  const rateWindow = wholeOf(annotations, RATE_WINDOW, SIZING_LIMITS.minWindowS, SIZING_LIMITS.maxWindowS);
+  const downWindow = wholeOf(annotations, SCALE_DOWN_WINDOW, SIZING_LIMITS.minWindowS, SIZING_LIMITS.maxWindowS);
+  const problem = [min, max, missRate, rateWindow, downWindow].find((v) => typeof v === 'string');
+  if (problem !== undefined) return problem as string;
+  const minSize = (min as number | undefined) ?? Math.min(defaults.minSize, (max as number | undefined) ?? defaults.minSize);
+  const maxSize = (max as number | undefined) ?? Math.max(defaults.maxSize, minSize);
+  if (minSize > maxSize) return `${MIN_SIZE} ${minSize} is over ${MAX_SIZE} ${maxSize}`;
+  return {
+    minSize,
+    maxSize,
+    targetMissRate: (missRate as number | undefined) ?? defaults.targetMissRate,
+    rateWindowS: (rateWindow as number | undefined) ?? defaults.rateWindowS,
+    scaleDownWindowS: (downWindow as number | undefined) ?? defaults.scaleDownWindowS,
+  };
 }
 
 /** Why a Deployment labelled as a pool cannot work as one, if it cannot. */

@@ -22,12 +22,16 @@ export interface ScalerOptions {
   logger: Logger;
   /** Whether a write got an answer from the API server (any answer). */
   reachable: (answered: boolean) => void;
+  /** A write landed: the Deployment went from `was` to `replicas` for the reasons `why`. */
+  resized?: (deployment: string, was: number, replicas: number, why: Readonly<Record<string, unknown>>) => void;
   now?: () => number;
 }
 
 interface Wanted {
   replicas: number;
   target: number;
+  /** The figures the target was decided from (logged with the write). */
+  why: Readonly<Record<string, unknown>>;
 }
 
 export class Scaler {
@@ -43,9 +47,11 @@ export class Scaler {
     this.now = o.now ?? Date.now;
   }
 
-  /** The Deployment's replicas as the watch shows them, and its pool's target. */
-  observe(deployment: string, replicas: number, target: number): void {
-    this.wanted.set(deployment, { replicas, target });
+  /** The Deployment's replicas as the watch shows them, its pool's target, and why that target. */
+  observe(deployment: string, replicas: number, target: number, why: Readonly<Record<string, unknown>> = {}): void {
+    const known = this.wanted.get(deployment);
+    if (known && known.replicas === replicas && known.target === target) return;
+    this.wanted.set(deployment, { replicas, target, why });
     void this.converge(deployment, RETRY_MS);
   }
 
@@ -72,12 +78,13 @@ export class Scaler {
       return;
     }
     this.writing.add(deployment);
-    const { replicas, target } = want;
+    const { replicas, target, why } = want;
     let next: number | undefined;
     try {
       await this.o.api.scaleDeployment(deployment, target);
       this.o.reachable(true);
-      this.o.logger.info({ deployment, replicas: target, was: replicas }, 'pool size set');
+      this.o.logger.info({ deployment, replicas: target, was: replicas, ...why }, 'pool size set');
+      this.o.resized?.(deployment, replicas, target, why);
       // Written: until the watch shows otherwise, the Deployment has its target.
       if (this.wanted.get(deployment) === want) want.replicas = target;
     } catch (err) {

@@ -1,0 +1,188 @@
+/**
+ * The inputs of adaptive sizing, as the pod watch shows them, and the decisions made from them.
+ * Per pool: the claims (each claimed pod's `warmpool.dev/claimed-at`, and whether that claim had
+ * waited, `warmpool.dev/claim-wait-ms`), and the refill samples (each pod's creation to its Ready
+ * condition's lastTransitionTime). Claimed pods are deleted when their sessions end, so a claim
+ * is kept once seen, by pod uid, for as long as decisions read it (historyMs): every replica that
+ * watched that long holds the same claims; one that started later holds fewer, and the sizing
+ * function then lets it only grow pools. Refill samples are those of the pods that exist now
+ * (dropped with their pod), so every replica, a restarted one too, has the same: a restarted
+ * replica must never size for another refill time than the others, or it would grow what they
+ * shrink. Nothing here is written anywhere: a restarted replica starts from the pods that exist.
+ */
+import type { PodInfo } from './api.js';
+import { CLAIM_WAIT, CLAIMED_AT, epoch, POOL_LABEL, TAKEN } from './labels.js';
+import { decide, historyMs, refillEstimate, REFILL_SAMPLES, REFILL_TICK_MS, type Arrivals, type Decision, type SizingSettings } from '../sizing.js';
+
+/** Entries in ascending epoch ms (mostly appended to), each with a value; counted by binary search. */
+class Timeline {
+  readonly at: number[] = [];
+  readonly values: number[] = [];
+
+  add(t: number, value = 0): void {
+    let i = this.at.length;
+    while (i > 0 && (this.at[i - 1] as number) > t) i--;
+    this.at.splice(i, 0, t);
+    this.values.splice(i, 0, value);
+  }
+
+  /** How many are before `t`. */
+  before(t: number): number {
+    let lo = 0, hi = this.at.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.at[mid] as number) < t) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Drops the entries before `t`. */
+  prune(t: number): void {
+    const n = this.before(t);
+    this.at.splice(0, n);
+    this.values.splice(0, n);
+  }
+
+  /** Drops one entry at `t` with `value`. */
+  remove(t: number, value: number): void {
+    for (let i = this.before(t); this.at[i] === t; i++) {
+      if (this.values[i] !== value) continue;
+      this.at.splice(i, 1);
+      this.values.splice(i, 1);
+      return;
+    }
+  }
+}
+
+/** One pool's claims and refill samples. */
+class PoolInputs implements Arrivals {
+  /** Pod uids already counted, with the time they were counted at (to forget them with it). */
+  private readonly claimed = new Map<string, number>();
+  /** Live pods' refill samples by uid: Ready time and refill seconds. */
+  private readonly sampled = new Map<string, { readyAt: number; seconds: number }>();
+  private readonly all = new Timeline();
+  private readonly late = new Timeline();
+  /** Ready times of the live pods, each with its pod's refill seconds. */
+  private readonly refills = new Timeline();
+  /** The refill seconds of the last REFILL_SAMPLES pods deleted, for when no live pod has turned Ready. */
+  private readonly goneRefills: number[] = [];
+  private readonly refillCache = new Map<number, number>();
+  /** Older claims and samples were forgotten: ones seen again (a pod the watch sends anew) stay forgotten. */
+  private floor = 0;
+
+  claim(uid: string, at: number, waited: boolean): void {
+    if (this.claimed.has(uid) || at <= this.floor) return;
+    this.claimed.set(uid, at);
+    this.all.add(at);
+    if (waited) this.late.add(at);
+  }
+
+  sample(uid: string, readyAt: number, createdAt: number): void {
+    if (this.sampled.has(uid) || createdAt <= 0 || readyAt < createdAt) return;
+    const seconds = (readyAt - createdAt) / 1000;
+    this.sampled.set(uid, { readyAt, seconds });
+    this.refills.add(readyAt, seconds);
+    this.changedAt(readyAt);
+  }
+
+  /** The pod was deleted: its sample goes. */
+  drop(uid: string): void {
+    const sample = this.sampled.get(uid);
+    if (sample === undefined) return;
+    this.sampled.delete(uid);
+    this.refills.remove(sample.readyAt, sample.seconds);
+    this.goneRefills.push(sample.seconds);
+    if (this.goneRefills.length > REFILL_SAMPLES) this.goneRefills.shift();
+    this.changedAt(sample.readyAt);
+  }
+
+  /** A sample Ready at `readyAt` came or went: the estimates after it (and all, while there are few) change. */
+  private changedAt(readyAt: number): void {
+    const early = this.refills.at.length <= REFILL_SAMPLES;
+    for (const tick of this.refillCache.keys()) if (early || tick > readyAt) this.refillCache.delete(tick);
+  }
+
+  count(fromMs: number, toMs: number): number {
+    return this.all.before(toMs) - this.all.before(fromMs);
+  }
+
+  waited(fromMs: number, toMs: number): number {
+    return this.late.before(toMs) - this.late.before(fromMs);
+  }
+
+  /** Whether any pod of the pool was ever seen Ready (without, the refill time is unknown). */
+  get sampledAny(): boolean {
+    return this.refills.at.length + this.goneRefills.length > 0;
+  }
+
+  /**
+   * The refill estimate of the REFILL_SAMPLES live pods that turned Ready last before `tick`; for
+   * a tick before any of them turned Ready, that of the first ones to (not a default that would
+   * size the pool's past for a refill time it never had); with no live pod Ready at all (every
+   * one claimed and gone), that of the pods deleted last.
+   */
+  refill = (tick: number): number => {
+    let t = this.refillCache.get(tick);
+    if (t === undefined) {
+      const end = Math.max(this.refills.before(tick), Math.min(REFILL_SAMPLES, this.refills.at.length));
+      const samples = end > 0 ? this.refills.values.slice(Math.max(0, end - REFILL_SAMPLES), end) : this.goneRefills;
+      this.refillCache.set(tick, t = refillEstimate(samples));
+    }
+    return t;
+  };
+
+  /** Forgets the claims no decision reads any more. */
+  prune(before: number): void {
+    this.floor = before;
+    for (const [uid, at] of this.claimed) if (at < before) this.claimed.delete(uid);
+    this.all.prune(before);
+    this.late.prune(before);
+    for (const tick of this.refillCache.keys()) if (tick < before) this.refillCache.delete(tick);
+  }
+}
+
+export class Sizer {
+  private readonly pools = new Map<string, PoolInputs>();
+
+  /** `startedAt`: since when this replica has watched the pods. */
+  constructor(private readonly startedAt: number) {}
+
+  /** A pod as the watch shows it (any event): its claim and its refill time are recorded once. */
+  seen(pod: PodInfo, labelKey: string): void {
+    const pool = pod.labels[POOL_LABEL];
+    if (pool === undefined) return;
+    let inputs = this.pools.get(pool);
+    if (!inputs) this.pools.set(pool, inputs = new PoolInputs());
+    if (pod.readySince !== undefined) inputs.sample(pod.uid, pod.readySince, pod.createdAt);
+    if (pod.labels[labelKey] === TAKEN) inputs.claim(pod.uid, epoch(pod.annotations[CLAIMED_AT]), Number(pod.annotations[CLAIM_WAIT] ?? 0) > 0);
+  }
+
+  /** The pool's size now, and the figures it was decided from. */
+  decide(pool: string, settings: SizingSettings, current: number, now: number): Decision {
+    let inputs = this.pools.get(pool);
+    if (!inputs) this.pools.set(pool, inputs = new PoolInputs());
+    inputs.prune(now - historyMs(settings) - REFILL_TICK_MS);
+    const decision = decide({ arrivals: inputs, refill: inputs.refill, settings, current, now, completeSince: this.startedAt });
+    // No pod of the pool was ever seen Ready here: the refill time is unknown, so keep the size.
+    if (!inputs.sampledAny) return { ...decision, target: Math.min(settings.maxSize, Math.max(settings.minSize, current)) };
+    return decision;
+  }
+
+  /** Share of the claims landed in the rate window before `now` that had waited (the observed miss rate). */
+  observedMissRate(pool: string, settings: SizingSettings, now: number): number {
+    const inputs = this.pools.get(pool);
+    const from = now - settings.rateWindowS * 1000;
+    const n = inputs?.count(from, now) ?? 0;
+    return n === 0 ? 0 : (inputs as PoolInputs).waited(from, now) / n;
+  }
+
+  /** A pod the watch shows deleted. */
+  gone(pod: PodInfo): void {
+    this.pools.get(pod.labels[POOL_LABEL] ?? '')?.drop(pod.uid);
+  }
+
+  forget(pool: string): void {
+    this.pools.delete(pool);
+  }
+}
