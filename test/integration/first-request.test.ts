@@ -76,3 +76,17 @@ describe('a fresh worker failing the first request of an implicit session', () =
     assert.equal(await metric(c, 'warmpool_claims_total', 'result="claimed"'), claimed);
   });
 });
+
+test('when the worker after a failed one cannot be had in time, then the client gets 503 and no session id or cookie of the ended one', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'warmpool-first-request-'));
+  // One warm worker, and no time to wait for its replacement to start.
+  const c = await startController({ LOCAL_POOLS: `one=1:${FAILING}`, CLAIM_TIMEOUT_MS: '1', SESSION_CREATE_RATE: '0' });
+  try {
+    await waitWarm(c, 1);
+    const res = await implicit(c, { 'x-fail-how': '500', 'x-fail-once': path.join(dir, 'once') }, 'x');
+    assert.deepEqual([res.status, res.json.error], [503, 'no_warm_worker']);
+    assert.deepEqual([res.id, res.cookie], [null, null]);
+  } finally {
+    await c.stop();
+  }
+});

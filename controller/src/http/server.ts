@@ -116,6 +116,8 @@ export function createClientServer(deps: ClientServerDeps): http.Server {
     const asSent = { ...req.headers };
     const retry = (why: string) => {
       req.headers = asSent;
+      // The ended session's id must not reach the client, even on an error answer.
+      for (const name of Object.keys(headers)) res.removeHeader(name);
       void sessions.discard(created.worker, why, asSent['x-request-id'] as string);
       forwardFresh(req, res, url, exchange, body, attempt + 1).catch((err: unknown) => fail(res, err));
     };
