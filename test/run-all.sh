@@ -10,8 +10,4 @@ npm run --silent typecheck
 npm run --silent lint
 npm run --silent build
 node --import tsx --test --test-concurrency=1 test/unit/*.test.ts test/integration/*.test.ts test/browser/*.test.ts
-
-tsx=node_modules/.bin/tsx
-trap '"$tsx" test/cluster/cluster.ts down' EXIT
-"$tsx" test/cluster/cluster.ts up
-node --import tsx --test --test-concurrency=1 test/cluster/*.test.ts
+bash test/cluster/run-tests.sh

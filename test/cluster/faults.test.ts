@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { createSession, metric, type Controller } from '../integration/harness.js';
 import { poolFixture, type Pod, type PoolFixture } from './fixture.js';
 import { stopComponent } from './components.js';
+import { ApiError } from './kube.js';
 import { kubeconfigPath } from './paths.js';
 import { waitUntil } from './wait.js';
 
@@ -90,5 +91,25 @@ describe('kubernetes backend under races and faults', () => {
     assert.equal((await chat(c, id, 'after the rollout')).status, 200);
     const history = (await (await fetch(`${c.base}/sessions/${id}/history`)).json()) as { turns: unknown[] };
     assert.equal(history.turns.length, 1);
+  });
+
+  test('when the ReplicaSet controller deletes a claimed pod from a stale cache, then the API server refuses, and a warm pod it may still delete', async () => {
+    const c = (f.running[0] as Controller);
+    const id = await createSession(c);
+    const claimed = (await f.podOf(id)) as Pod;
+    const warm = ((await waitUntil('a warm pod', () => f.warmReady(1), 120_000))[0]) as Pod;
+    // What a ReplicaSet scaling down does with a cache that has not seen the claim: delete by name.
+    const replicaSets = f.kube.as('system:serviceaccount:kube-system:replicaset-controller');
+    try {
+      const refused = await replicaSets.delete(`${f.podsPath}/${claimed.metadata.name}`).then(() => undefined, (err: unknown) => err);
+      assert.ok(refused instanceof ApiError, 'the deletion of the claimed pod was refused');
+      assert.equal(refused.code, 403);
+      assert.match(refused.message, /claimed by a session/);
+      await replicaSets.delete(`${f.podsPath}/${warm.metadata.name}`);
+    } finally {
+      replicaSets.close();
+    }
+    assert.equal((await chat(c, id, 'still here')).status, 200);
+    assert.equal((await f.podOf(id))?.metadata.uid, claimed.metadata.uid);
   });
 });

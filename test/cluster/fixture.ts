@@ -5,7 +5,7 @@
  * pools and to look at the pools' pods.
  */
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startController, type Controller } from '../integration/harness.js';
@@ -39,6 +39,20 @@ function controllerRules(): unknown[] {
   return (parseAllDocuments(readFileSync(join(repoRoot, 'k8s/rbac.yaml'), 'utf8'))
     .map((d) => d.toJS() as { kind?: string; metadata?: { name?: string }; rules?: unknown[] })
     .find((d) => d.kind === 'Role' && d.metadata?.name === SA)?.rules) as unknown[];
+}
+
+/**
+ * The admission policy of `k8s/claim-guard.yaml` (cluster-scoped, so created once per cluster):
+ * the ReplicaSet controller may not delete a claimed pool pod from a stale cache.
+ */
+async function installClaimGuard(kube: Kube): Promise<void> {
+  const docs = parseAllDocuments(readFileSync(join(repoRoot, 'k8s/claim-guard.yaml'), 'utf8')).map((d) => d.toJS() as { kind: string });
+  for (const doc of docs) {
+    const plural = doc.kind === 'ValidatingAdmissionPolicy' ? 'validatingadmissionpolicies' : 'validatingadmissionpolicybindings';
+    await kube.create(`/apis/admissionregistration.k8s.io/v1/${plural}`, doc).catch((err: unknown) => {
+      if (!isAlreadyExists(err)) throw err;
+    });
+  }
 }
 
 export const isReady = (p: Pod): boolean =>
@@ -92,13 +106,27 @@ export interface FixtureOptions {
   hollow?: boolean;
 }
 
+/**
+ * Each replica's log goes to .artifacts/cluster-logs/<namespace>/<replica>.log, so a failed
+ * run can be read after the fact (run-tests.sh prints their warnings when a test fails).
+ */
+function saveLogs(ns: string, started: [string, Controller][]): void {
+  const dir = join(repoRoot, '.artifacts', 'cluster-logs', ns);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  started.forEach(([name, c], i) => writeFileSync(join(dir, `${String(i).padStart(2, '0')}-${name}.log`), c.output.join('\n') + '\n'));
+}
+
 export async function poolFixture(ns: string, workerEnv: Record<string, string> = {}, options: FixtureOptions = {}) {
   const kube = Kube.fromKubeconfig(kubeconfigPath);
   const dir = mkdtempSync(join(tmpdir(), 'warmpool-backend-'));
   const podsPath = `/api/v1/namespaces/${ns}/pods`;
   const deploymentPath = `/apis/apps/v1/namespaces/${ns}/deployments/${POOL}`;
   const running: Controller[] = [];
+  /** Every replica started here, by name, for its log at teardown. */
+  const started: [string, Controller][] = [];
 
+  await installClaimGuard(kube);
   await kube.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } }).catch((err: unknown) => {
     if (!isAlreadyExists(err)) throw err;
   });
@@ -154,6 +182,7 @@ export async function poolFixture(ns: string, workerEnv: Record<string, string> 
         ...env,
       });
       running.push(c);
+      started.push([name, c]);
       await waitUntil(`${name} is ready`, async () => ((await fetch(`${c.admin}/readyz`)).status === 200 ? true : undefined), 60_000);
       return c;
     },
@@ -162,6 +191,7 @@ export async function poolFixture(ns: string, workerEnv: Record<string, string> 
     },
     async teardown(): Promise<void> {
       await Promise.all(running.splice(0).map((c) => c.stop()));
+      saveLogs(ns, started);
       await kube.delete(`/api/v1/namespaces/${ns}`).catch(() => undefined);
       await waitUntil('the namespace is gone', () => kube.get(`/api/v1/namespaces/${ns}`).then(() => undefined, (err: unknown) => (isNotFound(err) ? true : Promise.reject(err))), 120_000).catch(() => undefined);
       kube.close();

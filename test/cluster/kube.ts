@@ -106,8 +106,11 @@ export class Kube {
   private readonly agent: https.Agent;
   private readonly base: URL;
 
-  /** `maxSockets` bounds the open connections (none by default). */
-  constructor(private readonly creds: Credentials, options: { maxSockets?: number } = {}) {
+  /**
+   * `maxSockets` bounds the open connections (none by default); `impersonate` sends every request
+   * as that user (the credentials must be allowed to impersonate, as the admin's are).
+   */
+  constructor(private readonly creds: Credentials, private readonly options: { maxSockets?: number; impersonate?: string } = {}) {
     this.base = new URL(creds.server);
     this.agent = new https.Agent({
       keepAlive: true,
@@ -120,6 +123,11 @@ export class Kube {
 
   static fromKubeconfig(path: string, options: { maxSockets?: number } = {}): Kube {
     return new Kube(loadKubeconfig(path), options);
+  }
+
+  /** The same credentials acting as `user`. */
+  as(user: string): Kube {
+    return new Kube(this.creds, { ...this.options, impersonate: user });
   }
 
   get server(): URL {
@@ -141,6 +149,7 @@ export class Kube {
     // server would read it as the next request on the kept-alive connection.
     if (body !== undefined) headers['Content-Length'] = Buffer.byteLength(body);
     if (this.creds.token) headers.Authorization = `Bearer ${this.creds.token}`;
+    if (this.options.impersonate) headers['Impersonate-User'] = this.options.impersonate;
     return https.request({
       agent: this.agent,
       host: this.base.hostname,

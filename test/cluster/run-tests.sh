@@ -9,4 +9,14 @@ trap '"$tsx" test/cluster/cluster.ts down' EXIT
 # The node agent runs the built entry points (images.json), so they must be current.
 node_modules/.bin/tsc -p worker-image
 "$tsx" test/cluster/cluster.ts up
-node --import tsx --test --test-concurrency=1 test/cluster/*.test.ts
+rm -rf .artifacts/cluster-logs
+node --import tsx --test --test-concurrency=1 test/cluster/*.test.ts || {
+  status=$?
+  # The replicas' warnings and errors, per test namespace: what a failure needs first.
+  for log in .artifacts/cluster-logs/*/*.log; do
+    [ -e "$log" ] || continue
+    lines=$(grep -E '"level":"(warn|error|fatal)"' "$log" | tail -n 40 || true)
+    [ -n "$lines" ] && printf '== %s\n%s\n' "$log" "$lines"
+  done
+  exit "$status"
+}
