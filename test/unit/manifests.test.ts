@@ -187,11 +187,12 @@ describe('k8s manifests', () => {
     assert.deepEqual(keys.filter((k, i) => keys.indexOf(k) !== i), [], 'no object is defined twice');
   });
 
-  test('when the objects are listed, then the design\'s fixed names are there and nothing is cluster-wide but the namespace', () => {
+  test('when the objects are listed, then the design\'s fixed names are there and nothing is cluster-wide but the namespace and the claim guard', () => {
     const expected = [
       'Namespace/warmpool', 'ServiceAccount/warmpool-controller', 'Role/warmpool-controller', 'RoleBinding/warmpool-controller',
       'ConfigMap/warmpool-config', 'Deployment/warmpool-controller', 'Service/warmpool', 'PodDisruptionBudget/warmpool-controller',
       'ServiceAccount/chatbot-worker', 'Deployment/chatbot-worker', 'NetworkPolicy/chatbot-worker', 'NetworkPolicy/warmpool-controller',
+      'ValidatingAdmissionPolicy/warmpool-claimed-pods', 'ValidatingAdmissionPolicyBinding/warmpool-claimed-pods',
     ];
     assert.deepEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), expected.sort());
     const pools = objects.filter((o) => o.kind === 'Deployment' && o.metadata.labels?.[POOL_LABEL] !== undefined);
@@ -250,7 +251,25 @@ describe('k8s manifests', () => {
     assert.deepEqual(binding.roleRef && { kind: binding.roleRef.kind, name: binding.roleRef.name }, { kind: 'Role', name: 'warmpool-controller' });
     assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'warmpool-controller', namespace: NAMESPACE }]);
     assert.equal(podSpec(controller).serviceAccountName, 'warmpool-controller');
-    assert.equal(objects.filter((o) => /Role|Binding/.test(o.kind)).length, 2, 'no other role or binding');
+    assert.equal(objects.filter((o) => /^(Cluster)?Role(Binding)?$/.test(o.kind)).length, 2, 'no other role or binding');
+  });
+
+  test('when the claim guard is read, then it refuses only the ReplicaSet controller, only the deletion of a claimed pool pod, under the label the ConfigMap names', () => {
+    const policy = find('ValidatingAdmissionPolicy', 'warmpool-claimed-pods') as unknown as { spec: {
+      failurePolicy: string;
+      matchConstraints: { resourceRules: { apiGroups: string[]; operations: string[]; resources: string[] }[]; objectSelector: Selector };
+      validations: { expression: string }[];
+    } };
+    const { matchConstraints: match, validations } = policy.spec;
+    assert.deepEqual(match.resourceRules.map((r) => [r.apiGroups, r.operations, r.resources]), [[[''], ['DELETE'], ['pods']]]);
+    const labelKey = configMap.data?.POOL_LABEL_KEY ?? 'assigned';
+    assert.deepEqual(match.objectSelector.matchExpressions, [
+      { key: POOL_LABEL, operator: 'Exists' },
+      { key: labelKey, operator: 'In', values: ['assigned'] },
+    ]);
+    assert.deepEqual(validations.map((v) => v.expression), ["request.userInfo.username != 'system:serviceaccount:kube-system:replicaset-controller'"]);
+    const binding = find('ValidatingAdmissionPolicyBinding', 'warmpool-claimed-pods') as unknown as { spec: { policyName: string; validationActions: string[] } };
+    assert.deepEqual(binding.spec, { policyName: 'warmpool-claimed-pods', validationActions: ['Deny'] });
   });
 
   test('when the ConfigMap is read, then its keys are known settings whose values pass the controller\'s validation: BACKEND=kubernetes, the rest at their defaults', () => {
