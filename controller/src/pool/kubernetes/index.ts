@@ -115,10 +115,7 @@ export class KubePool implements PoolBackend {
           this.cache.upsert(pod);
           this.discovery.seen(pod);
         },
-        remove: (pod) => {
-          this.cache.remove(pod);
-          this.discovery.gone(pod);
-        },
+        remove: (pod) => this.cache.remove(pod),
         synced: () => {
           this.podsSynced = true;
           this.connected = true;

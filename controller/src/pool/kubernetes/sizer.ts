@@ -2,13 +2,15 @@
  * The inputs of adaptive sizing, as the pod watch shows them, and the decisions made from them.
  * Per pool: the claims (each claimed pod's `warmpool.dev/claimed-at`, and whether that claim had
  * waited, `warmpool.dev/claim-wait-ms`), and the refill samples (each pod's creation to its Ready
- * condition's lastTransitionTime). Claimed pods are deleted when their sessions end, so a claim
- * is kept once seen, by pod uid, for as long as decisions read it (historyMs): every replica that
- * watched that long holds the same claims; one that started later holds fewer, and the sizing
- * function then lets it only grow pools. Refill samples are those of the pods that exist now
- * (dropped with their pod), so every replica, a restarted one too, has the same: a restarted
- * replica must never size for another refill time than the others, or it would grow what they
- * shrink. Nothing here is written anywhere: a restarted replica starts from the pods that exist.
+ * condition's lastTransitionTime). Claimed pods are deleted when their sessions end, so both are
+ * kept once seen, by pod uid, for as long as decisions read them (historyMs): every replica that
+ * watched that long holds the same ones. A sample must outlive its pod: were it dropped, the
+ * refill time of the ticks already past would change with the pods that happen to be alive, and
+ * the stabilization window, which holds the largest demand of the ticks past, would no longer
+ * hold (a pool turned back and forth each time its slowest pods were claimed and deleted). A
+ * replica that started later holds fewer claims and samples: the sizing function then lets it
+ * only grow pools. Nothing here is written anywhere: a restarted replica starts from the pods
+ * that exist.
  */
 import type { PodInfo } from './api.js';
 import { CLAIM_WAIT, CLAIMED_AT, epoch, POOL_LABEL, TAKEN } from './labels.js';
@@ -44,32 +46,23 @@ class Timeline {
     this.values.splice(0, n);
   }
 
-  /** Drops one entry at `t` with `value`. */
-  remove(t: number, value: number): void {
-    for (let i = this.before(t); this.at[i] === t; i++) {
-      if (this.values[i] !== value) continue;
-      this.at.splice(i, 1);
-      this.values.splice(i, 1);
-      return;
-    }
-  }
 }
 
 /** One pool's claims and refill samples. */
 class PoolInputs implements Arrivals {
   /** Pod uids already counted, with the time they were counted at (to forget them with it). */
   private readonly claimed = new Map<string, number>();
-  /** Live pods' refill samples by uid: Ready time and refill seconds. */
-  private readonly sampled = new Map<string, { readyAt: number; seconds: number }>();
+  /** Pod uids already sampled, with their Ready time (to forget them with it). */
+  private readonly sampled = new Map<string, number>();
   private readonly all = new Timeline();
   private readonly late = new Timeline();
-  /** Ready times of the live pods, each with its pod's refill seconds. */
+  /** Ready times of the pods sampled, each with its pod's refill seconds. */
   private readonly refills = new Timeline();
-  /** The refill seconds of the last REFILL_SAMPLES pods deleted, for when no live pod has turned Ready. */
-  private readonly goneRefills: number[] = [];
   private readonly refillCache = new Map<number, number>();
-  /** Older claims and samples were forgotten: ones seen again (a pod the watch sends anew) stay forgotten. */
+  /** Older claims were forgotten: ones seen again (a pod the watch sends anew) stay forgotten. */
   private floor = 0;
+  /** Likewise for the refill samples, which are kept further back (a tick reads the REFILL_SAMPLES before it). */
+  private sampleFloor = 0;
 
   claim(uid: string, at: number, waited: boolean): void {
     if (this.claimed.has(uid) || at <= this.floor) return;
@@ -79,26 +72,10 @@ class PoolInputs implements Arrivals {
   }
 
   sample(uid: string, readyAt: number, createdAt: number): void {
-    if (this.sampled.has(uid) || createdAt <= 0 || readyAt < createdAt) return;
-    const seconds = (readyAt - createdAt) / 1000;
-    this.sampled.set(uid, { readyAt, seconds });
-    this.refills.add(readyAt, seconds);
-    this.changedAt(readyAt);
-  }
-
-  /** The pod was deleted: its sample goes. */
-  drop(uid: string): void {
-    const sample = this.sampled.get(uid);
-    if (sample === undefined) return;
-    this.sampled.delete(uid);
-    this.refills.remove(sample.readyAt, sample.seconds);
-    this.goneRefills.push(sample.seconds);
-    if (this.goneRefills.length > REFILL_SAMPLES) this.goneRefills.shift();
-    this.changedAt(sample.readyAt);
-  }
-
-  /** A sample Ready at `readyAt` came or went: the estimates after it (and all, while there are few) change. */
-  private changedAt(readyAt: number): void {
+    if (this.sampled.has(uid) || readyAt < this.sampleFloor || createdAt <= 0 || readyAt < createdAt) return;
+    this.sampled.set(uid, readyAt);
+    this.refills.add(readyAt, (readyAt - createdAt) / 1000);
+    // The estimates of the ticks after it change (and all of them while there are few samples).
     const early = this.refills.at.length <= REFILL_SAMPLES;
     for (const tick of this.refillCache.keys()) if (early || tick > readyAt) this.refillCache.delete(tick);
   }
@@ -113,32 +90,35 @@ class PoolInputs implements Arrivals {
 
   /** Whether any pod of the pool was ever seen Ready (without, the refill time is unknown). */
   get sampledAny(): boolean {
-    return this.refills.at.length + this.goneRefills.length > 0;
+    return this.refills.at.length > 0;
   }
 
   /**
-   * The refill estimate of the REFILL_SAMPLES live pods that turned Ready last before `tick`; for
-   * a tick before any of them turned Ready, that of the first ones to (not a default that would
-   * size the pool's past for a refill time it never had); with no live pod Ready at all (every
-   * one claimed and gone), that of the pods deleted last.
+   * The refill estimate of the REFILL_SAMPLES pods that turned Ready last before `tick`; for a tick
+   * before any of them turned Ready, that of the first ones to (not a default that would size the
+   * pool's past for a refill time it never had).
    */
   refill = (tick: number): number => {
     let t = this.refillCache.get(tick);
     if (t === undefined) {
       const end = Math.max(this.refills.before(tick), Math.min(REFILL_SAMPLES, this.refills.at.length));
-      const samples = end > 0 ? this.refills.values.slice(Math.max(0, end - REFILL_SAMPLES), end) : this.goneRefills;
-      this.refillCache.set(tick, t = refillEstimate(samples));
+      this.refillCache.set(tick, t = refillEstimate(this.refills.values.slice(Math.max(0, end - REFILL_SAMPLES), end)));
     }
     return t;
   };
 
-  /** Forgets the claims no decision reads any more. */
+  /** Forgets the claims no decision reads any more, and the samples no tick it reads needs. */
   prune(before: number): void {
     this.floor = before;
     for (const [uid, at] of this.claimed) if (at < before) this.claimed.delete(uid);
     this.all.prune(before);
     this.late.prune(before);
     for (const tick of this.refillCache.keys()) if (tick < before) this.refillCache.delete(tick);
+    const extra = this.refills.before(before) - REFILL_SAMPLES;
+    if (extra <= 0) return;
+    this.sampleFloor = this.refills.at[extra] as number;
+    this.refills.prune(this.sampleFloor);
+    for (const [uid, at] of this.sampled) if (at < this.sampleFloor) this.sampled.delete(uid);
   }
 }
 
@@ -175,11 +155,6 @@ export class Sizer {
     const from = now - settings.rateWindowS * 1000;
     const n = inputs?.count(from, now) ?? 0;
     return n === 0 ? 0 : (inputs as PoolInputs).waited(from, now) / n;
-  }
-
-  /** A pod the watch shows deleted. */
-  gone(pod: PodInfo): void {
-    this.pools.get(pod.labels[POOL_LABEL] ?? '')?.drop(pod.uid);
   }
 
   forget(pool: string): void {
