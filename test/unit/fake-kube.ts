@@ -123,10 +123,11 @@ export class FakeApi implements KubeApi {
     if (this.down) throw Object.assign(new Error('kubernetes list cancelled'), { code: 'ETIMEDOUT' });
   }
 
-  async scaleDeployment(name: string, replicas: number): Promise<void> {
+  async scaleDeployment(name: string, replicas: number, resourceVersion?: string): Promise<void> {
     if (this.down) throw Object.assign(new Error('kubernetes patch cancelled'), { code: 'ETIMEDOUT' });
     const d = this.deployments.get(name);
     if (!d) throw new ApiError(404);
+    if (resourceVersion !== undefined && resourceVersion !== d.resourceVersion) throw new ApiError(409);
     this.scales.push(`${name}=${replicas}`);
     this.putDeployment({ ...d, replicas });
   }

@@ -4,7 +4,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
 import { CLAIM_WAIT, CLAIMED_AT, MAX_SIZE, MIN_SIZE, POOL_LABEL, RATE_WINDOW, TARGET_MISS_RATE, type DeploymentInfo, type PodInfo } from '../../controller/src/pool/kubernetes/index.js';
 import { settingsOf } from '../../controller/src/pool/kubernetes/pools.js';
+import { Scaler } from '../../controller/src/pool/kubernetes/scaler.js';
 import { Sizer } from '../../controller/src/pool/kubernetes/sizer.js';
+import { createLogger } from '../../controller/src/log.js';
 import { historyMs, SIZING_DEFAULTS } from '../../controller/src/pool/sizing.js';
 import { FakeApi, poolDeployment, poolWith } from './fake-kube.js';
 
@@ -140,6 +142,21 @@ describe('adaptive sizing on the kubernetes backend', () => {
     await sleep(3000);
     assert.equal(api.scaled, grown);
     await pool.stop();
+  });
+
+  test('when three replicas decide the same resize at the same moment, then one write lands and one resize is reported', async () => {
+    const api = new FakeApi();
+    const seen = api.deployments.get('chatbot-worker') as DeploymentInfo;
+    const resized: string[] = [];
+    const scalers = ['a', 'b', 'c'].map((replica) => new Scaler({
+      api, logger: createLogger('silent'), reachable: () => undefined,
+      resized: (deployment, was, replicas) => resized.push(`${replica}: ${deployment} ${was} -> ${replicas}`),
+    }));
+    for (const scaler of scalers) scaler.observe('chatbot-worker', seen.replicas, seen.resourceVersion, 7);
+    await sleep(100);
+    for (const scaler of scalers) scaler.stop();
+    assert.deepEqual(api.scales, ['chatbot-worker=7']);
+    assert.equal(resized.length, 1, resized.join('; '));
   });
 
   test('when an adaptive pool shows claims, then its Deployment is scaled to the model\'s size, with an Event and metrics naming the inputs', async () => {

@@ -60,8 +60,11 @@ export interface KubeApi {
   patchPod(name: string, resourceVersion: string | undefined, labels: Record<string, string | null>, annotations: Record<string, string | null>): Promise<PodInfo>;
   /** Deletes with preconditions (uid always, resourceVersion when given). */
   deletePod(name: string, uid: string, resourceVersion?: string): Promise<void>;
-  /** Sets a Deployment's replicas through its scale subresource. */
-  scaleDeployment(name: string, replicas: number): Promise<void>;
+  /**
+   * Sets a Deployment's replicas through its scale subresource, conditional on `resourceVersion`
+   * (the Deployment's as seen) when given: 409 when it changed since.
+   */
+  scaleDeployment(name: string, replicas: number, resourceVersion?: string): Promise<void>;
   /** The cheapest request that tells whether the API server answers (a list of at most one pool Deployment). */
   ping(): Promise<void>;
   /** Writes a core/v1 Event about a pod or a Deployment (what `kubectl describe` shows). */

@@ -223,8 +223,8 @@ class KubeClient implements KubeApi {
     await this.call('delete', (o) => this.core.deleteNamespacedPod({ name, namespace: this.namespace, body }, o));
   }
 
-  async scaleDeployment(name: string, replicas: number): Promise<void> {
-    const body = { spec: { replicas } };
+  async scaleDeployment(name: string, replicas: number, resourceVersion?: string): Promise<void> {
+    const body = { ...(resourceVersion ? { metadata: { resourceVersion } } : {}), spec: { replicas } };
     await this.call('patch', (o) => this.apps.patchNamespacedDeploymentScale({ name, namespace: this.namespace, body }, mergePatch(o)));
   }
 

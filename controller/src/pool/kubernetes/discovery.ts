@@ -118,7 +118,7 @@ export class PoolDiscovery {
     metrics.poolRefillSeconds.set(labels, decision.refillS);
     metrics.poolPredictedMissRate.set(labels, decision.predictedMissRate);
     metrics.poolObservedMissRate.set(labels, this.sizer.observedMissRate(pool.name, pool.settings, decision.tick));
-    this.scaler.observe(pool.deployment.name, current, target, {
+    this.scaler.observe(pool.deployment.name, current, pool.deployment.resourceVersion, target, {
       pool: pool.name,
       claimsPerSecond: round(decision.rate),
       refillSeconds: round(decision.refillS),

@@ -1,15 +1,18 @@
 /**
  * Keeps each pool Deployment's replicas at its pool's target, level-based: whenever the watch
  * shows a Deployment whose replicas differ from the target (at start, after a settings change,
- * or because someone else scaled it), the target is written through the scale subresource. A
- * failed write is retried, backing off, against the latest view. Every replica does this; the
- * writes agree, so it needs no leader. When they do not (replicas with different defaults, in
+ * or because someone else scaled it), the target is written through the scale subresource,
+ * conditional on the Deployment's version as seen. A failed write is retried, backing off,
+ * against the latest view. Every replica does this; the writes agree, so it needs no leader.
+ * Replicas deciding the same resize at the same tick race for it: one write lands, the others
+ * meet a conflict and wait for the watch, which shows the resize done (so one log line and one
+ * Event per resize, not one per replica). When they do not agree (replicas with different defaults, in
  * the middle of a rollout that changes POOL_SIZE, or another tool scaling the Deployment), each
  * write undone at once makes the next one wait twice as long, so a fight costs a few writes a
  * minute, not a loop.
  */
 import type { Logger } from '../../log.js';
-import { statusOf, type KubeApi } from './api.js';
+import { isConflict, statusOf, type KubeApi } from './api.js';
 
 const RETRY_MS = 500;
 const MAX_RETRY_MS = 5_000;
@@ -29,6 +32,8 @@ export interface ScalerOptions {
 
 interface Wanted {
   replicas: number;
+  /** The Deployment's resourceVersion as seen with `replicas`. */
+  version: string;
   target: number;
   /** The figures the target was decided from (logged with the write). */
   why: Readonly<Record<string, unknown>>;
@@ -47,11 +52,11 @@ export class Scaler {
     this.now = o.now ?? Date.now;
   }
 
-  /** The Deployment's replicas as the watch shows them, its pool's target, and why that target. */
-  observe(deployment: string, replicas: number, target: number, why: Readonly<Record<string, unknown>> = {}): void {
+  /** The Deployment's replicas and version as the watch shows them, its pool's target, and why that target. */
+  observe(deployment: string, replicas: number, version: string, target: number, why: Readonly<Record<string, unknown>> = {}): void {
     const known = this.wanted.get(deployment);
-    if (known && known.replicas === replicas && known.target === target) return;
-    this.wanted.set(deployment, { replicas, target, why });
+    if (known && known.replicas === replicas && known.version === version && known.target === target) return;
+    this.wanted.set(deployment, { replicas, version, target, why });
     void this.converge(deployment, RETRY_MS);
   }
 
@@ -72,16 +77,18 @@ export class Scaler {
   private async converge(deployment: string, retryMs: number): Promise<void> {
     const want = this.wanted.get(deployment);
     if (this.stopped || !want || want.replicas === want.target || this.writing.has(deployment) || this.retries.has(deployment)) return;
+    const lastWrite = this.written.get(deployment);
     const wait = this.untilNextWrite(deployment);
     if (wait > 0) {
       this.later(deployment, wait, () => void this.converge(deployment, retryMs));
       return;
     }
     this.writing.add(deployment);
-    const { replicas, target, why } = want;
+    const { replicas, version, target, why } = want;
     let next: number | undefined;
+    let conflicted = false;
     try {
-      await this.o.api.scaleDeployment(deployment, target);
+      await this.o.api.scaleDeployment(deployment, target, version);
       this.o.reachable(true);
       this.o.logger.info({ deployment, replicas: target, was: replicas, ...why }, 'pool size set');
       this.o.resized?.(deployment, replicas, target, why);
@@ -92,12 +99,22 @@ export class Scaler {
       this.o.reachable(status !== undefined);
       // 404: the Deployment is gone (the watch is about to say so); a new one is observed afresh.
       if (status === 404) this.wanted.delete(deployment);
+      // 409: it changed since it was seen (most often: another replica made this very resize).
+      // The watch shows the change, and the next write, if one is still due, goes from there.
+      else if (isConflict(err)) conflicted = true;
       else {
         this.o.logger.warn({ deployment, err: (err as Error).message, retryInMs: retryMs }, 'cannot set the pool size; retrying');
         next = retryMs;
       }
     } finally {
       this.writing.delete(deployment);
+    }
+    if (conflicted) {
+      // Lost a race, not undone by a fight: the spacing of writes goes on from the last one that landed.
+      if (lastWrite) this.written.set(deployment, lastWrite);
+      else this.written.delete(deployment);
+      if (this.wanted.get(deployment)?.version !== version) void this.converge(deployment, RETRY_MS);
+      return;
     }
     if (next === undefined) void this.converge(deployment, RETRY_MS);
     else this.later(deployment, next, () => void this.converge(deployment, Math.min(retryMs * 2, MAX_RETRY_MS)));
