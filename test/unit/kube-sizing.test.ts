@@ -83,6 +83,18 @@ describe('sizing inputs from the pod watch', () => {
     assert.ok(d.target <= 6, `sized to ${d.target}`);
   });
 
+  test('when pods start slower than the refill samples say, then the refill time rises while they start, and falls back when they are gone', () => {
+    const now = 1_800_000_000_000;
+    const sizer = new Sizer(0);
+    for (let i = 0; i < 20; i++) sizer.seen(pod(i, now - 60_000 + i * 1000, 3000), 'assigned');
+    assert.equal(sizer.decide('chatbot', adaptive, 2, now).refillS, 3);
+    const slow = [30, 31, 32].map((i) => ({ ...pod(i, now, 0), phase: 'Pending', ready: false, readySince: undefined, createdAt: now - 8000 }));
+    for (const p of slow) sizer.seen(p, 'assigned');
+    assert.equal(sizer.decide('chatbot', adaptive, 2, now).refillS, 6, 'three pods 7 s into their start, capped at twice 3 s');
+    for (const p of slow) sizer.gone(p);
+    assert.equal(sizer.decide('chatbot', adaptive, 2, now).refillS, 3);
+  });
+
   test('when no pod of the pool was ever seen Ready, then the size is kept, not sized for a refill time nobody measured', () => {
     const now = 1_800_000_000_000;
     const sizer = new Sizer(0);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { decide, historyMs, missProbability, refillEstimate, sizeFor, DEFAULT_REFILL_S, SETTLE_MS, type Arrivals, type SizingSettings } from '../../controller/src/pool/sizing.js';
+import { decide, historyMs, missProbability, refillEstimate, sizeFor, startingRefill, DEFAULT_REFILL_S, SETTLE_MS, type Arrivals, type SizingSettings } from '../../controller/src/pool/sizing.js';
 
 const settings: SizingSettings = { minSize: 1, maxSize: 100, targetMissRate: 0.01, rateWindowS: 60, scaleDownWindowS: 300 };
 
@@ -46,6 +46,14 @@ describe('sizing model', () => {
     assert.equal(refillEstimate([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), 9);
     assert.equal(refillEstimate([4]), 4);
     assert.equal(refillEstimate([]), DEFAULT_REFILL_S);
+  });
+
+  test('when pods are still starting, then their ages count as samples, capped at twice the estimate, and never lower it', () => {
+    const samples = Array.from({ length: 18 }, () => 3);
+    assert.equal(startingRefill(samples, []), 3);
+    assert.equal(startingRefill(samples, [5, 5, 5]), 5, 'three slow starts of 21 reach the 90th percentile');
+    assert.equal(startingRefill(samples, [600, 600, 600]), 6, 'a pod that never starts counts as twice the estimate');
+    assert.equal(startingRefill([3, 3, 3, 4], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]), 4, 'young starting pods do not lower it');
   });
 });
 

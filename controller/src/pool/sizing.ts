@@ -137,6 +137,21 @@ export function refillEstimate(samplesS: readonly number[]): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil(0.9 * sorted.length) - 1)] as number;
 }
 
+/**
+ * A pod still starting has taken at least its age so far: under load, when pods start slower than
+ * the samples say, the estimate rises while they start, not only once they are Ready (which is
+ * when the pool needed them). An age counts up to STARTING_CAP times the samples' estimate, so
+ * pods that never start (no room on the nodes) cannot grow the pool without bound.
+ */
+export const STARTING_CAP = 2;
+
+/** The refill estimate of `samplesS` with the ages of the pods still starting counted as samples (never below the samples' own). */
+export function startingRefill(samplesS: readonly number[], agesS: readonly number[]): number {
+  const measured = refillEstimate(samplesS);
+  if (agesS.length === 0) return measured;
+  return Math.max(measured, refillEstimate([...samplesS, ...agesS.map((a) => Math.min(a, STARTING_CAP * measured))]));
+}
+
 /** How far back a decision reads claims: the rate window, the stabilization window and the step periods. */
 export function historyMs(s: SizingSettings): number {
   return (s.rateWindowS + s.scaleDownWindowS * (1 + STEPS * STEP_FRACTION)) * 1000 + SETTLE_MS + TICK_MS;
@@ -157,6 +172,11 @@ export interface SizingInput {
   arrivals: Arrivals;
   /** The pool's refill time (refillEstimate of the samples before the tick), by refillTick. */
   refill: RefillAt;
+  /**
+   * The refill time at a decision tick with the pods still starting then counted too, at their
+   * age so far (startingRefill): at least `refill` of that tick. Without it, `refill`.
+   */
+  refillNow?: RefillAt;
   settings: SizingSettings;
   /** The Deployment's replicas now. */
   current: number;
@@ -197,7 +217,7 @@ export function decide(input: SizingInput): Decision {
   const refill = (u: number) => input.refill(refillTick(u));
   const tick = Math.floor((now - SETTLE_MS) / TICK_MS) * TICK_MS;
   const rate = arrivalRate(arrivals, tick, s.rateWindowS);
-  const refillS = refill(tick);
+  const refillS = Math.max(refill(tick), input.refillNow?.(tick) ?? 0);
   const recommended = clamp(sizeFor(rate * refillS, s.targetMissRate), s);
   let target = recommended;
   if (s.minSize < s.maxSize) {

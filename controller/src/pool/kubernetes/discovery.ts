@@ -93,6 +93,11 @@ export class PoolDiscovery {
     this.sizer.seen(pod, this.o.labelKey);
   }
 
+  /** A pod the pod watch shows deleted. */
+  gone(pod: PodInfo): void {
+    this.sizer.gone(pod);
+  }
+
   /** The size a pool is kept at now (its min-size until it has been sized). */
   target(pool: Pool): number {
     return this.decided.get(pool.name)?.decision.target ?? pool.settings.minSize;

@@ -115,7 +115,10 @@ export class KubePool implements PoolBackend {
           this.cache.upsert(pod);
           this.discovery.seen(pod);
         },
-        remove: (pod) => this.cache.remove(pod),
+        remove: (pod) => {
+          this.cache.remove(pod);
+          this.discovery.gone(pod);
+        },
         synced: () => {
           this.podsSynced = true;
           this.connected = true;

@@ -14,7 +14,7 @@
  */
 import type { PodInfo } from './api.js';
 import { CLAIM_WAIT, CLAIMED_AT, epoch, POOL_LABEL, TAKEN } from './labels.js';
-import { decide, historyMs, refillEstimate, REFILL_SAMPLES, REFILL_TICK_MS, type Arrivals, type Decision, type SizingSettings } from '../sizing.js';
+import { decide, historyMs, refillEstimate, REFILL_SAMPLES, REFILL_TICK_MS, startingRefill, type Arrivals, type Decision, type SizingSettings } from '../sizing.js';
 
 /** Entries in ascending epoch ms (mostly appended to), each with a value; counted by binary search. */
 class Timeline {
@@ -59,6 +59,8 @@ class PoolInputs implements Arrivals {
   /** Ready times of the pods sampled, each with its pod's refill seconds. */
   private readonly refills = new Timeline();
   private readonly refillCache = new Map<number, number>();
+  /** Pods not Ready yet (nor deleted), by uid, with their creation time. */
+  private readonly starting = new Map<string, number>();
   /** Older claims were forgotten: ones seen again (a pod the watch sends anew) stay forgotten. */
   private floor = 0;
   /** Likewise for the refill samples, which are kept further back (a tick reads the REFILL_SAMPLES before it). */
@@ -88,6 +90,12 @@ class PoolInputs implements Arrivals {
     return this.late.before(toMs) - this.late.before(fromMs);
   }
 
+  /** Whether the pod is starting now (created, never seen Ready, not being deleted). */
+  starts(uid: string, createdAt: number, yes: boolean): void {
+    if (yes && createdAt > 0 && !this.sampled.has(uid)) this.starting.set(uid, createdAt);
+    else this.starting.delete(uid);
+  }
+
   /** Whether any pod of the pool was ever seen Ready (without, the refill time is unknown). */
   get sampledAny(): boolean {
     return this.refills.at.length > 0;
@@ -101,11 +109,23 @@ class PoolInputs implements Arrivals {
   refill = (tick: number): number => {
     let t = this.refillCache.get(tick);
     if (t === undefined) {
-      const end = Math.max(this.refills.before(tick), Math.min(REFILL_SAMPLES, this.refills.at.length));
-      this.refillCache.set(tick, t = refillEstimate(this.refills.values.slice(Math.max(0, end - REFILL_SAMPLES), end)));
+      this.refillCache.set(tick, t = refillEstimate(this.samplesBefore(tick)));
     }
     return t;
   };
+
+  /** The refill estimate at a decision tick, with the pods starting now counted at their age then. */
+  refillNow = (tick: number): number => {
+    const ages: number[] = [];
+    for (const createdAt of this.starting.values()) if (createdAt < tick) ages.push((tick - createdAt) / 1000);
+    return startingRefill(this.samplesBefore(tick), ages);
+  };
+
+  /** The REFILL_SAMPLES samples last Ready before `tick` (the first ones, for a tick before any). */
+  private samplesBefore(tick: number): number[] {
+    const end = Math.max(this.refills.before(tick), Math.min(REFILL_SAMPLES, this.refills.at.length));
+    return this.refills.values.slice(Math.max(0, end - REFILL_SAMPLES), end);
+  }
 
   /** Forgets the claims no decision reads any more, and the samples no tick it reads needs. */
   prune(before: number): void {
@@ -135,6 +155,7 @@ export class Sizer {
     let inputs = this.pools.get(pool);
     if (!inputs) this.pools.set(pool, inputs = new PoolInputs());
     if (pod.readySince !== undefined) inputs.sample(pod.uid, pod.readySince, pod.createdAt);
+    inputs.starts(pod.uid, pod.createdAt, !pod.deleting && !pod.ready && pod.readySince === undefined && pod.labels[labelKey] !== TAKEN && pod.phase !== 'Failed' && pod.phase !== 'Succeeded');
     if (pod.labels[labelKey] === TAKEN) inputs.claim(pod.uid, epoch(pod.annotations[CLAIMED_AT]), Number(pod.annotations[CLAIM_WAIT] ?? 0) > 0);
   }
 
@@ -143,7 +164,7 @@ export class Sizer {
     let inputs = this.pools.get(pool);
     if (!inputs) this.pools.set(pool, inputs = new PoolInputs());
     inputs.prune(now - historyMs(settings) - REFILL_TICK_MS);
-    const decision = decide({ arrivals: inputs, refill: inputs.refill, settings, current, now, completeSince: this.startedAt });
+    const decision = decide({ arrivals: inputs, refill: inputs.refill, refillNow: inputs.refillNow, settings, current, now, completeSince: this.startedAt });
     // No pod of the pool was ever seen Ready here: the refill time is unknown, so keep the size.
     if (!inputs.sampledAny) return { ...decision, target: Math.min(settings.maxSize, Math.max(settings.minSize, current)) };
     return decision;
@@ -155,6 +176,11 @@ export class Sizer {
     const from = now - settings.rateWindowS * 1000;
     const n = inputs?.count(from, now) ?? 0;
     return n === 0 ? 0 : (inputs as PoolInputs).waited(from, now) / n;
+  }
+
+  /** A pod the watch shows deleted: it starts no more. */
+  gone(pod: PodInfo): void {
+    this.pools.get(pod.labels[POOL_LABEL] ?? '')?.starts(pod.uid, pod.createdAt, false);
   }
 
   forget(pool: string): void {
