@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createMetrics } from '../../controller/src/metrics.js';
 import { rendezvous } from '../../controller/src/pool/kubernetes/claimer.js';
+import { QUEUED } from '../../controller/src/pool/kubernetes/api.js';
 import { CLAIMED_AT, CLAIMED_BY, CLIENT_LABEL, POOL_LABEL, SESSION_LABEL, type PodInfo } from '../../controller/src/pool/kubernetes/index.js';
 import { PodCache } from '../../controller/src/pool/kubernetes/pod-cache.js';
 import { SessionIndex } from '../../controller/src/pool/kubernetes/session-index.js';
@@ -201,6 +202,24 @@ describe('kubernetes Events', () => {
 });
 
 describe('kubernetes API server that does not answer', () => {
+  test('when a claim write finds no free connection in time, then that claim gets backend_unavailable and the next one is claimed as usual', async () => {
+    const api = new FakeApi();
+    api.addWarm('w1', '127.0.9.1');
+    const { pool } = await poolWith(api, 60_000);
+    for (let i = 0; i < 100 && api.scaled !== 3; i++) await sleep(10);
+    // Probes would get no answer: had the unsent write read as an API server gone quiet, claims would fail fast now.
+    api.down = true;
+    api.beforePatch = () => {
+      api.beforePatch = undefined;
+      throw Object.assign(new Error('kubernetes patch not sent: all 16 connections busy for 5000 ms'), { code: QUEUED });
+    };
+    await assert.rejects(pool.claim({ hash: '4'.repeat(40), client: 'c', pools: ['chatbot'] }), { code: 'backend_unavailable', status: 503 });
+    const next = await pool.claim({ hash: '5'.repeat(40), client: 'c', pools: ['chatbot'] });
+    assert.equal(next.worker, 'w1', 'the pod the unsent write was for is still free, and claims do not fail fast');
+    await pool.stop();
+  });
+
+
   test('when a claim write gets no answer, then the claims queued behind it fail at once with backend_unavailable, and claims work again once the API server answers', async () => {
     const api = new FakeApi();
     api.addWarm('w1', '127.0.9.1');

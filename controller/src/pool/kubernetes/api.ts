@@ -86,6 +86,14 @@ export function isConflict(err: unknown): boolean {
   return code === 409 || code === 404 || code === 422;
 }
 
+/** The error code of a request that waited too long for a connection and was never sent. */
+export const QUEUED = 'EQUEUED';
+
+/** Whether the request was never sent (no connection to the API server came free in time). */
+export function isQueued(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === QUEUED;
+}
+
 /** The HTTP status of an API error, or undefined for transport errors. */
 export function statusOf(err: unknown): number | undefined {
   const code = (err as { code?: unknown; statusCode?: unknown } | null)?.code ?? (err as { statusCode?: unknown } | null)?.statusCode;

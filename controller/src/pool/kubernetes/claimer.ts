@@ -9,7 +9,7 @@ import { errors } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
 import type { ClaimRequest, SessionWorker } from '../types.js';
-import { isConflict, type KubeApi, type PodInfo } from './api.js';
+import { isConflict, isQueued, type KubeApi, type PodInfo } from './api.js';
 import type { PodEvents } from './events.js';
 import { CLAIM_WAIT, CLAIMED_AT, CLAIMED_BY, CLIENT_LABEL, LAST_ACTIVITY, POOL_LABEL, SESSION_LABEL, sessionOf, TAKEN } from './labels.js';
 import type { PodCache } from './pod-cache.js';
@@ -80,6 +80,11 @@ export class Claimer {
         this.o.events.claimed(claimed, request.hash);
         return sessionOf(claimed, this.o.workerPort);
       } catch (err) {
+        if (isQueued(err)) {
+          // Never sent: the pod is as it was, and the API server is busy, not gone.
+          this.o.cache.untake(pod.name);
+          throw errors.backendUnavailable(this.o.retryAfterS, err);
+        }
         if (!isConflict(err)) {
           this.o.cache.untake(pod.name);
           this.o.logger.warn({ pod: pod.name, err: (err as Error).message }, 'claim failed');

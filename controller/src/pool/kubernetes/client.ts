@@ -29,9 +29,10 @@ import {
   type V1Deployment,
   type V1Pod,
 } from '@kubernetes/client-node';
-import { statusOf, type DeploymentInfo, type KubeApi, type KubeEvent, type PodInfo, type PodWatchHandlers, type Watch, type WatchHandlers } from './api.js';
+import { QUEUED, statusOf, type DeploymentInfo, type KubeApi, type KubeEvent, type PodInfo, type PodWatchHandlers, type Watch, type WatchHandlers } from './api.js';
 import { toDeploymentInfo, toPodInfo, type PodObject } from './convert.js';
 import { POOL_LABEL } from './labels.js';
+import { Slots } from './slots.js';
 
 export interface KubeClientOptions {
   namespace: string;
@@ -172,13 +173,18 @@ class KubeClient implements KubeApi {
   private readonly apps: AppsV1Api;
   private readonly namespace: string;
   private readonly timeoutMs: number;
+  /** As many as the agent's sockets, so no request waits for one inside the agent, on its deadline. */
+  private readonly slots: Slots;
+  private readonly maxSockets: number;
 
   constructor(private readonly kc: KubeConfig, private readonly options: KubeClientOptions) {
     const cluster = kc.getCurrentCluster();
     if (!cluster) throw new Error('the kubeconfig has no current cluster');
+    this.maxSockets = options.maxSockets ?? 16;
+    this.slots = new Slots(this.maxSockets);
     const configuration = createConfiguration({
       baseServer: new ServerConfiguration(cluster.server, {}),
-      authMethods: { default: keepAliveAuth(kc, options.maxSockets ?? 16) },
+      authMethods: { default: keepAliveAuth(kc, this.maxSockets) },
     });
     this.core = new CoreV1Api(configuration);
     this.apps = new AppsV1Api(configuration);
@@ -250,7 +256,16 @@ class KubeClient implements KubeApi {
   }
 
   /** One request, cancelled at its deadline; counted by verb and status (`timeout` when cancelled). */
+  /**
+   * One request: it waits up to the request timeout for a connection (then fails QUEUED, never
+   * sent), and from when it is sent up to the request timeout for the answer (then it is
+   * cancelled, its socket destroyed).
+   */
   private async call<T>(verb: string, run: (o: CallOptions) => Promise<T>): Promise<T> {
+    if (!(await this.slots.acquire(this.timeoutMs))) {
+      this.options.count(verb, 'queued');
+      throw Object.assign(new Error(`kubernetes ${verb} not sent: all ${this.maxSockets} connections busy for ${this.timeoutMs} ms`), { code: QUEUED });
+    }
     const deadline = new AbortController();
     const timer = setTimeout(() => deadline.abort(), this.timeoutMs);
     try {
@@ -266,6 +281,7 @@ class KubeClient implements KubeApi {
       throw err;
     } finally {
       clearTimeout(timer);
+      this.slots.release();
     }
   }
 }

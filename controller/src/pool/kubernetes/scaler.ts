@@ -12,7 +12,7 @@
  * minute, not a loop.
  */
 import type { Logger } from '../../log.js';
-import { isConflict, statusOf, type KubeApi } from './api.js';
+import { isConflict, isQueued, statusOf, type KubeApi } from './api.js';
 
 const RETRY_MS = 500;
 const MAX_RETRY_MS = 5_000;
@@ -96,7 +96,8 @@ export class Scaler {
       if (this.wanted.get(deployment) === want) want.replicas = target;
     } catch (err) {
       const status = statusOf(err);
-      this.o.reachable(status !== undefined);
+      // A write never sent says nothing of whether the API server answers.
+      if (!isQueued(err)) this.o.reachable(status !== undefined);
       // 404: the Deployment is gone (the watch is about to say so); a new one is observed afresh.
       if (status === 404) this.wanted.delete(deployment);
       // 409: it changed since it was seen (most often: another replica made this very resize).
