@@ -6,30 +6,36 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { KubeConfig } from '@kubernetes/client-node';
 import { createKubeApi } from '../../controller/src/pool/kubernetes/client.js';
 
-/** An API server that takes connections and requests and never answers: a hung one. */
-async function hungServer() {
-  const open = new Set<Socket>();
-  const server = http.createServer(() => undefined);
-  server.on('connection', (socket) => {
-    open.add(socket);
-    socket.on('close', () => open.delete(socket));
-  });
+/** A fake API server on loopback port 0, with a kubeconfig pointing at it and a way to close it. */
+async function apiServer(handler: http.RequestListener) {
+  const server = http.createServer(handler);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
   const kc = new KubeConfig();
   kc.loadFromOptions({
-    clusters: [{ name: 'hung', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
+    clusters: [{ name: 'fake', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
     users: [{ name: 'u', token: 'not-a-real-token' }],
-    contexts: [{ name: 'hung', cluster: 'hung', user: 'u' }],
-    currentContext: 'hung',
+    contexts: [{ name: 'fake', cluster: 'fake', user: 'u' }],
+    currentContext: 'fake',
   });
-  return { kc, open, close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }) };
+  return { server, kc, close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }) };
+}
+
+/** An API server that takes connections and requests and never answers: a hung one. */
+async function hungServer() {
+  const open = new Set<Socket>();
+  const api = await apiServer(() => undefined);
+  api.server.on('connection', (socket) => {
+    open.add(socket);
+    socket.on('close', () => open.delete(socket));
+  });
+  return { ...api, open };
 }
 
 /** An API server that answers every request after `delayMs` with the same pod, counting requests. */
 async function slowServer(delayMs: number) {
   let requests = 0;
-  const server = http.createServer((req, res) => {
+  const api = await apiServer((req, res) => {
     requests++;
     req.resume();
     setTimeout(() => {
@@ -37,16 +43,7 @@ async function slowServer(delayMs: number) {
       res.end(JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'w1', uid: 'u1', resourceVersion: '8', labels: {}, annotations: {} }, status: { phase: 'Running' } }));
     }, delayMs);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'slow', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
-    users: [{ name: 'u', token: 'not-a-real-token' }],
-    contexts: [{ name: 'slow', cluster: 'slow', user: 'u' }],
-    currentContext: 'slow',
-  });
-  return { kc, requests: () => requests, close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }) };
+  return { ...api, requests: () => requests };
 }
 
 describe('kubernetes client adapter', () => {
