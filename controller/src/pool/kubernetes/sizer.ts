@@ -45,7 +45,6 @@ class Timeline {
     this.at.splice(0, n);
     this.values.splice(0, n);
   }
-
 }
 
 /** One pool's claims and refill samples. */

@@ -54,13 +54,6 @@ export class Slots {
     this.free++;
   }
 
-  /** Requests waiting for a slot now. */
-  get queued(): number {
-    let n = 0;
-    for (let i = this.head; i < this.waiting.length; i++) if (!(this.waiting[i] as Waiter).done) n++;
-    return n;
-  }
-
   /** Drops the served head of the queue once it is most of it. */
   private compact(): void {
     if (this.head > 64 && this.head * 2 > this.waiting.length) {
