@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { SIZING_DEFAULTS, SIZING_LIMITS } from './pool/sizing.js';
+import { MISS_RATE_RANGE, SIZING_DEFAULTS, SIZING_LIMITS, parseMissRate } from './pool/sizing.js';
 
 export interface ConfigProblem {
   readonly variable: string;
@@ -41,9 +41,9 @@ const seconds = (min: number): Parser<number> => (raw) => {
 };
 
 /** A share: at least `min`, below 1. */
-const fraction = (min: number): Parser<number> => (raw) => {
-  const value = Number(raw);
-  if (raw.trim() === '' || !(value >= min && value < 1)) throw new BadValue(`must be a number from ${min} to below 1, got ${JSON.stringify(raw)}`);
+const missRate: Parser<number> = (raw) => {
+  const value = parseMissRate(raw);
+  if (value === undefined) throw new BadValue(`must be ${MISS_RATE_RANGE}, got ${JSON.stringify(raw)}`);
   return value;
 };
 
@@ -133,7 +133,7 @@ export const CONFIG_KEYS = {
   POOL_SIZE: key('3', 'Warm workers to keep ready, in each pool that does not say otherwise.', integer(0, 10000)),
   POOL_MIN_SIZE: key('', 'Default smallest size of a kubernetes pool (its Deployment\'s `warmpool.dev/min-size` annotation overrides it). Empty: `POOL_SIZE`.', optional(integer(0, 10000))),
   POOL_MAX_SIZE: key('', 'Default largest size of a kubernetes pool (annotation `warmpool.dev/max-size`). Empty: `POOL_SIZE`.', optional(integer(0, 10000))),
-  POOL_TARGET_MISS_RATE: key(String(SIZING_DEFAULTS.targetMissRate), 'Default share of new sessions allowed to wait for a worker to start, which adaptive sizing (min-size < max-size) sizes a kubernetes pool for (annotation `warmpool.dev/target-miss-rate`).', fraction(SIZING_LIMITS.minMissRate)),
+  POOL_TARGET_MISS_RATE: key(String(SIZING_DEFAULTS.targetMissRate), 'Default share of new sessions allowed to wait for a worker to start, which adaptive sizing (min-size < max-size) sizes a kubernetes pool for (annotation `warmpool.dev/target-miss-rate`).', missRate),
   POOL_RATE_WINDOW_S: key(String(SIZING_DEFAULTS.rateWindowS), 'Default window over which adaptive sizing measures a pool\'s claim rate, seconds (annotation `warmpool.dev/rate-window-seconds`).', integer(SIZING_LIMITS.minWindowS, SIZING_LIMITS.maxWindowS)),
   POOL_SCALE_DOWN_WINDOW_S: key(String(SIZING_DEFAULTS.scaleDownWindowS), 'Default time a smaller size must be asked for before adaptive sizing shrinks a pool, seconds; it then shrinks by at most a quarter per quarter of this window (annotation `warmpool.dev/scale-down-window-seconds`).', integer(SIZING_LIMITS.minWindowS, SIZING_LIMITS.maxWindowS)),
   DEFAULT_POOL: key('', 'Pool of a session that names none (and of implicit sessions). Empty: the only pool, when there is exactly one.', optional(poolName)),

@@ -37,6 +37,15 @@ export const SIZING_DEFAULTS: Readonly<Omit<SizingSettings, 'minSize' | 'maxSize
  */
 export const SIZING_LIMITS = Object.freeze({ minMissRate: 1e-6, minWindowS: 4, maxWindowS: 86_400 });
 
+/** What a target miss rate may be, in the words of an error about one. */
+export const MISS_RATE_RANGE = `a number from ${SIZING_LIMITS.minMissRate} to below 1`;
+
+/** A target miss rate as written (an environment value or an annotation), or undefined when it is not MISS_RATE_RANGE. */
+export function parseMissRate(raw: string): number | undefined {
+  const n = raw.trim() === '' ? NaN : Number(raw);
+  return n >= SIZING_LIMITS.minMissRate && n < 1 ? n : undefined;
+}
+
 /** Claims of one pool, by the time they landed: how many in [fromMs, toMs), and how many of those had waited. */
 export interface Arrivals {
   count(fromMs: number, toMs: number): number;

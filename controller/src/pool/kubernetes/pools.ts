@@ -8,7 +8,7 @@
  */
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
-import { SIZING_LIMITS, type SizingSettings } from '../sizing.js';
+import { MISS_RATE_RANGE, SIZING_LIMITS, parseMissRate, type SizingSettings } from '../sizing.js';
 import type { DeploymentInfo } from './api.js';
 import type { PodEvents } from './events.js';
 import { FREE, POOL_LABEL } from './labels.js';
@@ -54,12 +54,11 @@ function wholeOf(annotations: Readonly<Record<string, string>>, key: string, min
   return n >= min && n <= max ? n : `${key} "${value}" is not a whole number from ${min} to ${max}`;
 }
 
-/** The target miss rate annotation: absent, a number in [SIZING_LIMITS.minMissRate, 1), or why not. */
+/** The target miss rate annotation: absent, a number (MISS_RATE_RANGE), or why not. */
 function missRateOf(annotations: Readonly<Record<string, string>>): number | string | undefined {
   const value = annotations[TARGET_MISS_RATE];
   if (value === undefined) return undefined;
-  const n = value.trim() === '' ? NaN : Number(value);
-  return n >= SIZING_LIMITS.minMissRate && n < 1 ? n : `${TARGET_MISS_RATE} "${value}" is not a number from ${SIZING_LIMITS.minMissRate} to below 1`;
+  return parseMissRate(value) ?? `${TARGET_MISS_RATE} "${value}" is not ${MISS_RATE_RANGE}`;
 }
 
 /**
