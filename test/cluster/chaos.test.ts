@@ -115,6 +115,8 @@ describe('kubernetes backend: faults under load', () => {
     let phase: Phase = 'warmup';
     let phaseStart = 0;
     let done = false;
+    /** While set, clients finish the session they hold and start no new one. */
+    let paused = false;
     const opsInPhase = () => ops.length - phaseStart;
     const enter = (next: Phase) => {
       phase = next;
@@ -197,6 +199,10 @@ describe('kubernetes backend: faults under load', () => {
 
     async function client(): Promise<void> {
       while (!done) {
+        if (paused) {
+          await sleep(200);
+          continue;
+        }
         const created = await request('create', '/sessions', { method: 'POST' });
         if (created?.status !== 201) {
           await sleep(500);
@@ -349,7 +355,11 @@ describe('kubernetes backend: faults under load', () => {
 
       // Healed means the pool has refilled too: after an etcd restart the ReplicaSet controller
       // can sit in its own retry backoff for several seconds before it replaces claimed pods.
+      // The clients pause meanwhile: five of them claiming without a break keep a pool of six
+      // below five warm pods whenever a worker takes longer to start than a session lasts.
+      paused = true;
       await waitUntil('the pool refilled after the faults', () => f.warmReady(POOL_SIZE - 1), 120_000);
+      paused = false;
       enter('clean');
       const firstClean = sessions.length;
       await load(150);
