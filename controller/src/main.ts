@@ -18,7 +18,6 @@ import { LocalPools } from './pool/local/pools.js';
 import type { PoolBackend } from './pool/types.js';
 import { createForwarder, createObserver } from './forward/index.js';
 import { createClientServer } from './http/server.js';
-import { deliverSettings } from './sessions/delivery.js';
 import { Sessions } from './sessions/index.js';
 import { createAdminAuth } from './status/admin-auth.js';
 import { StatusHistory } from './status/history.js';
@@ -129,13 +128,6 @@ async function chosenBackend(): Promise<PoolBackend> {
 }
 
 const backend = await chosenBackend();
-const forwarder = createForwarder({
-  trustProxy: config.TRUST_PROXY,
-  upstreamTimeoutMs: config.UPSTREAM_TIMEOUT_S * 1000,
-  maxBodyBytes: config.MAX_BODY_BYTES,
-  metrics,
-  logger,
-});
 const sessions = new Sessions(backend, {
   maxSessions: config.MAX_SESSIONS,
   maxPerClient: config.MAX_SESSIONS_PER_CLIENT,
@@ -147,7 +139,14 @@ const sessions = new Sessions(backend, {
   defaultPool: config.DEFAULT_POOL,
   deliveryTimeoutMs: config.DELIVERY_TIMEOUT_MS,
   retryAfterS,
-}, metrics, logger, Date.now, (endpoint, settings, timeoutMs) => deliverSettings(endpoint, settings, timeoutMs, forwarder.dispatcher));
+}, metrics, logger);
+const forwarder = createForwarder({
+  trustProxy: config.TRUST_PROXY,
+  upstreamTimeoutMs: config.UPSTREAM_TIMEOUT_S * 1000,
+  maxBodyBytes: config.MAX_BODY_BYTES,
+  metrics,
+  logger,
+});
 
 let accepting = true;
 const client = createClientServer({ config, sessions, forwarder, observer: createObserver(metrics, logger), logger });

@@ -4,17 +4,16 @@ import type { Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KubeConfig } from '@kubernetes/client-node';
-import { isConflict } from '../../controller/src/pool/kubernetes/api.js';
 import { createKubeApi } from '../../controller/src/pool/kubernetes/client.js';
 
 /** A fake API server on loopback port 0, with a kubeconfig pointing at it and a way to close it. */
-async function apiServer(handler: http.RequestListener, serverPath = '') {
+async function apiServer(handler: http.RequestListener) {
   const server = http.createServer(handler);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
   const kc = new KubeConfig();
   kc.loadFromOptions({
-    clusters: [{ name: 'fake', server: `http://127.0.0.1:${port}${serverPath}`, skipTLSVerify: true }],
+    clusters: [{ name: 'fake', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
     users: [{ name: 'u', token: 'not-a-real-token' }],
     contexts: [{ name: 'fake', cluster: 'fake', user: 'u' }],
     currentContext: 'fake',
@@ -62,52 +61,6 @@ describe('kubernetes client adapter', () => {
     await slow.close();
   });
 
-  test('when the kubeconfig\'s server has a path, then requests go under it with the user\'s token, patches as merge patches, over one kept-alive connection', async () => {
-    const seen: string[] = [];
-    let connections = 0;
-    const api = await apiServer((req, res) => {
-      seen.push(`${req.method} ${req.url} ${req.headers.authorization} ${req.headers['content-type'] ?? '-'}`);
-      req.resume();
-      res.setHeader('Content-Type', 'application/json');
-      res.end(JSON.stringify(req.method === 'PATCH' && req.url?.endsWith('/w1')
-        ? { metadata: { name: 'w1', uid: 'u1', resourceVersion: '9', labels: { assigned: 'assigned' }, annotations: {} }, status: { phase: 'Running' } }
-        : {}));
-    }, '/k8s/clusters/c-1/');
-    api.server.on('connection', () => connections++);
-    const kube = createKubeApi(api.kc, { namespace: 'ns', count: () => undefined });
-    const pod = await kube.patchPod('w1', '8', { assigned: 'assigned' }, {});
-    await kube.scaleDeployment('chat', 3);
-    await kube.deletePod('w1', 'u1');
-    assert.equal(pod.resourceVersion, '9');
-    assert.equal(pod.labels.assigned, 'assigned');
-    assert.deepEqual(seen, [
-      'PATCH /k8s/clusters/c-1/api/v1/namespaces/ns/pods/w1 Bearer not-a-real-token application/merge-patch+json',
-      'PATCH /k8s/clusters/c-1/apis/apps/v1/namespaces/ns/deployments/chat/scale Bearer not-a-real-token application/merge-patch+json',
-      'DELETE /k8s/clusters/c-1/api/v1/namespaces/ns/pods/w1 Bearer not-a-real-token application/json',
-    ]);
-    assert.equal(connections, 1);
-    await api.close();
-  });
-
-  test('when the API server refuses with a Status, then the error carries its code and reason, reads as a conflict, and is counted by status', async () => {
-    const api = await apiServer((req, res) => {
-      req.resume();
-      res.statusCode = 409;
-      res.setHeader('Content-Type', 'application/json');
-      res.end(JSON.stringify({ kind: 'Status', status: 'Failure', reason: 'Conflict', message: 'the object has been modified', code: 409 }));
-    });
-    const counted: string[] = [];
-    const kube = createKubeApi(api.kc, { namespace: 'ns', count: (verb, code) => counted.push(`${verb} ${code}`) });
-    await assert.rejects(kube.patchPod('w1', '7', { assigned: 'assigned' }, {}), (err: Error & { code?: unknown; reason?: unknown }) => {
-      assert.equal(err.code, 409);
-      assert.equal(err.reason, 'Conflict');
-      assert.match(err.message, /409 Conflict: the object has been modified/);
-      assert.ok(isConflict(err));
-      return true;
-    });
-    assert.deepEqual(counted, ['patch 409']);
-    await api.close();
-  });
 
   test('when the API server does not answer, then a request fails at its deadline with its cause, is counted, and its connection is closed', async () => {
     const hung = await hungServer();

@@ -233,5 +233,5 @@ export function createExchanger(options: ExchangeOptions) {
     return { ended: ending.length, others };
   }
 
-  return { web, hold, endStreams, dispatcher, close: () => void dispatcher.destroy() };
+  return { web, hold, endStreams, close: () => void dispatcher.destroy() };
 }

@@ -29,8 +29,6 @@ export function createForwarder(options: ForwarderOptions) {
     web: (req: http.IncomingMessage, res: http.ServerResponse, target: ForwardTarget) => exchanger.web(req, res, target),
     hold: (req: http.IncomingMessage) => exchanger.hold(req),
     ws: (req: http.IncomingMessage, socket: Duplex, head: Buffer, target: ForwardTarget) => sockets.ws(req, socket, head, target),
-    /** The keep-alive connections to workers, for whatever else talks to them (the settings delivery). */
-    dispatcher: exchanger.dispatcher,
     /** Upgraded WebSockets open now: the HTTP server does not count them as connections. */
     openWebSockets: () => sockets.openCount(),
     endStreams: () => exchanger.endStreams(),

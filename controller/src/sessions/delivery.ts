@@ -1,4 +1,4 @@
-import { request, type Dispatcher } from 'undici';
+import { request } from 'undici';
 import type { Endpoint } from '../pool/types.js';
 
 export type Settings = Readonly<Record<string, unknown>>;
@@ -31,10 +31,8 @@ async function refusal(body: { text(): Promise<string> }, status: number): Promi
  * Hands a claimed worker its session's settings: `POST /session {"settings": ...}`, once, before
  * the client gets its id. A worker without the route (404) takes no settings: empty settings are
  * then accepted, others refused. The settings go nowhere else: not to a log, not to Kubernetes.
- * `dispatcher`: the forwarder's, so the connection opened here stays open for the session's
- * own requests instead of being closed and opened again a moment later.
  */
-export async function deliverSettings(endpoint: Endpoint, settings: Settings, timeoutMs: number, dispatcher?: Dispatcher): Promise<Delivery> {
+export async function deliverSettings(endpoint: Endpoint, settings: Settings, timeoutMs: number): Promise<Delivery> {
   try {
     const res = await request(`http://${host(endpoint)}/session`, {
       method: 'POST',
@@ -43,7 +41,6 @@ export async function deliverSettings(endpoint: Endpoint, settings: Settings, ti
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
       signal: AbortSignal.timeout(timeoutMs),
-      ...(dispatcher ? { dispatcher } : {}),
     });
     const status = res.statusCode;
     if (status >= 400 && status < 500 && status !== 404) return { outcome: 'rejected', message: await refusal(res.body, status) };

@@ -2,27 +2,35 @@
  * The only module that imports @kubernetes/client-node. It turns the library's objects into the
  * small shapes the pool logic needs and back, so a unit test can fake this interface instead of
  * an API server. It also gives the library what it lacks: after an error the informer stops
- * watching for good, so here it restarts with capped exponential backoff. The library is used
- * for what it does well (kubeconfig, authentication, the watch); every request warmpool sends
- * itself goes through `send` below.
+ * watching for good, so here it restarts with capped exponential backoff; and a request past its
+ * deadline is cancelled (its socket destroyed), not merely abandoned, so a hung API server
+ * cannot pile up sockets.
  */
-import http from 'node:http';
 import https from 'node:https';
 import {
-  HttpMethod,
+  AppsV1Api,
+  CoreV1Api,
   KubeConfig,
   ListWatch,
-  RequestContext,
+  Observable,
+  PatchStrategy,
+  ServerConfiguration,
   Watch as LibraryWatch,
+  createConfiguration,
   makeInformer,
+  setHeaderOptions,
+  type ConfigurationOptions,
+  type ObservableMiddleware,
+  type RequestContext,
+  type SecurityAuthentication,
   type Informer,
   type KubernetesListObject,
   type KubernetesObject,
   type V1Deployment,
   type V1Pod,
 } from '@kubernetes/client-node';
-import { QUEUED, type DeploymentInfo, type KubeApi, type KubeEvent, type PodInfo, type PodWatchHandlers, type Watch, type WatchHandlers } from './api.js';
-import { toDeploymentInfo, toPodInfo, type DeploymentObject, type PodObject } from './convert.js';
+import { QUEUED, statusOf, type DeploymentInfo, type KubeApi, type KubeEvent, type PodInfo, type PodWatchHandlers, type Watch, type WatchHandlers } from './api.js';
+import { toDeploymentInfo, toPodInfo, type PodObject } from './convert.js';
 import { POOL_LABEL } from './labels.js';
 import { Slots } from './slots.js';
 
@@ -37,65 +45,44 @@ export interface KubeClientOptions {
   maxSockets?: number;
 }
 
-/** What a request needs to be let in: the user's headers (token, basic auth, impersonation) and the kept-alive agent. */
-interface Credentials {
-  headers: Record<string, string>;
-  agent: http.Agent;
+/**
+ * The library builds a new https.Agent for every request (`KubeConfig.createAgent`), so each
+ * API call pays a TLS handshake: `npm run bench` measured a claim at ~7x a bare PATCH because of
+ * it. This keeps the library's authentication (token files are still re-read) but sends every
+ * request through one keep-alive agent made from the first agent's TLS options.
+ */
+function keepAliveAuth(kc: KubeConfig, maxSockets: number): SecurityAuthentication {
+  let agent: https.Agent | undefined;
+  return {
+    getName: () => 'warmpool-keepalive',
+    async applySecurityAuthentication(context: RequestContext) {
+      await kc.applySecurityAuthentication(context);
+      const fresh = context.getAgent();
+      if (!(fresh instanceof https.Agent)) return;
+      agent ??= new https.Agent({ ...fresh.options, keepAlive: true, maxSockets, maxTotalSockets: maxSockets });
+      context.setAgent(agent);
+    },
+  };
 }
 
 /**
- * The library's authentication, applied at most once a second, and one keep-alive agent. The
- * library reads the CA and client certificate files and builds a new agent for every request
- * (`KubeConfig.applySecurityAuthentication`): each call would pay a new connection and TLS
- * handshake (`npm run bench` measured a claim at ~7x a bare PATCH because of it) and file reads.
- * Tokens the library refreshes (service account token files, exec plugins) are picked up within
- * the second; the agent keeps the first TLS options.
+ * Per-request options that hand the request an AbortSignal: node-fetch then destroys the
+ * request and its socket when the signal fires, instead of leaving it open on the agent.
  */
-function credentialsOf(kc: KubeConfig, server: URL, maxSockets: number): () => Promise<Credentials> {
-  let current: Credentials | undefined;
-  let readAt = 0;
-  let reading: Promise<Credentials> | undefined;
-  const read = async (): Promise<Credentials> => {
-    const context = new RequestContext(server.href, HttpMethod.GET);
-    await kc.applySecurityAuthentication(context);
-    const fresh = context.getAgent();
-    const options = { keepAlive: true, maxSockets, maxTotalSockets: maxSockets };
-    const agent = current?.agent ?? (fresh instanceof https.Agent ? new https.Agent({ ...fresh.options, ...options }) : new http.Agent(options));
-    current = { headers: context.getHeaders(), agent };
-    readAt = performance.now();
-    return current;
-  };
-  return () => {
-    if (current && performance.now() - readAt < 1000) return Promise.resolve(current);
-    reading ??= read().finally(() => {
-      reading = undefined;
-    });
-    return reading;
+function cancelledBy(signal: AbortSignal): CallOptions {
+  return {
+    middleware: [{
+      pre: (context: RequestContext) => {
+        context.setSignal(signal);
+        return new Observable(Promise.resolve(context));
+      },
+      post: (response) => new Observable(Promise.resolve(response)),
+    }],
+    middlewareMergeStrategy: 'append',
   };
 }
 
-/** An answer of the API server other than 2xx; `code` is its HTTP status (what statusOf reads). */
-export class KubeStatusError extends Error {
-  constructor(readonly code: number, readonly reason: string | undefined, message: string) {
-    super(message);
-    this.name = 'KubeStatusError';
-  }
-}
-
-/** What the API server says about a failed request: its Status object's reason and message, when the body is one. */
-function statusError(method: string, path: string, code: number, text: string): KubeStatusError {
-  let status: { reason?: unknown; message?: unknown } = {};
-  try {
-    status = JSON.parse(text) as typeof status;
-  } catch {
-    // Not a Status object (a proxy's page, an empty body): the code says enough.
-  }
-  const reason = typeof status.reason === 'string' ? status.reason : undefined;
-  const message = typeof status.message === 'string' ? status.message : text.slice(0, 200);
-  return new KubeStatusError(code, reason, `kubernetes ${method} ${path}: ${code}${reason ? ` ${reason}` : ''}${message ? `: ${message}` : ''}`);
-}
-
-const MERGE_PATCH = 'application/merge-patch+json';
+type CallOptions = ConfigurationOptions<ObservableMiddleware>;
 
 /**
  * A pod as the informer keeps it: what toPodInfo reads and what the informer's own cache needs
@@ -182,8 +169,8 @@ function keepWatching<K extends KubernetesObject, T>(informer: Informer<K>, conv
 }
 
 class KubeClient implements KubeApi {
-  private readonly server: URL;
-  private readonly credentials: () => Promise<Credentials>;
+  private readonly core: CoreV1Api;
+  private readonly apps: AppsV1Api;
   private readonly namespace: string;
   private readonly timeoutMs: number;
   /** As many as the agent's sockets, so no request waits for one inside the agent, on its deadline. */
@@ -193,28 +180,25 @@ class KubeClient implements KubeApi {
   constructor(private readonly kc: KubeConfig, private readonly options: KubeClientOptions) {
     const cluster = kc.getCurrentCluster();
     if (!cluster) throw new Error('the kubeconfig has no current cluster');
-    this.server = new URL(cluster.server);
     this.maxSockets = options.maxSockets ?? 16;
     this.slots = new Slots(this.maxSockets);
-    this.credentials = credentialsOf(kc, this.server, this.maxSockets);
+    const configuration = createConfiguration({
+      baseServer: new ServerConfiguration(cluster.server, {}),
+      authMethods: { default: keepAliveAuth(kc, this.maxSockets) },
+    });
+    this.core = new CoreV1Api(configuration);
+    this.apps = new AppsV1Api(configuration);
     this.namespace = options.namespace;
     this.timeoutMs = options.requestTimeoutMs ?? 5000;
   }
 
-  private get podsPath(): string {
-    return `/api/v1/namespaces/${this.namespace}/pods`;
-  }
-
-  private get deploymentsPath(): string {
-    return `/apis/apps/v1/namespaces/${this.namespace}/deployments`;
-  }
-
   watchPods(labelSelector: string, handlers: PodWatchHandlers): Watch {
+    const { namespace } = this;
     const informer = new ListWatch<SlimPod>(
-      this.podsPath,
+      `/api/v1/namespaces/${namespace}/pods`,
       new SlimPodWatch(this.kc),
       async (): Promise<KubernetesListObject<SlimPod>> => {
-        const list = await this.send<KubernetesListObject<V1Pod>>('list', HttpMethod.GET, `${this.podsPath}?labelSelector=${encodeURIComponent(labelSelector)}`);
+        const list = await this.call('list', (o) => this.core.listNamespacedPod({ namespace, labelSelector }, o));
         return { ...list, items: list.items.map(slimPod) };
       },
       false,
@@ -224,37 +208,39 @@ class KubeClient implements KubeApi {
   }
 
   watchDeployments(labelSelector: string, handlers: WatchHandlers<DeploymentInfo>): Watch {
+    const { namespace } = this;
     const informer = makeInformer<V1Deployment>(
       this.kc,
-      this.deploymentsPath,
-      () => this.send<KubernetesListObject<V1Deployment>>('list', HttpMethod.GET, `${this.deploymentsPath}?labelSelector=${encodeURIComponent(labelSelector)}`),
+      `/apis/apps/v1/namespaces/${namespace}/deployments`,
+      () => this.call('list', (o) => this.apps.listNamespacedDeployment({ namespace, labelSelector }, o)),
       labelSelector,
     );
-    return keepWatching(informer, (d: DeploymentObject) => toDeploymentInfo(d), handlers, this.options.maxBackoffMs ?? 30_000);
+    return keepWatching(informer, toDeploymentInfo, handlers, this.options.maxBackoffMs ?? 30_000);
   }
 
   async patchPod(name: string, resourceVersion: string | undefined, labels: Record<string, string | null>, annotations: Record<string, string | null>): Promise<PodInfo> {
     const body = { metadata: { ...(resourceVersion ? { resourceVersion } : {}), labels, annotations } };
-    return toPodInfo(await this.send<PodObject>('patch', HttpMethod.PATCH, `${this.podsPath}/${name}`, body, MERGE_PATCH));
+    const pod = await this.call('patch', (o) => this.core.patchNamespacedPod({ name, namespace: this.namespace, body }, mergePatch(o)));
+    return toPodInfo(pod);
   }
 
   async deletePod(name: string, uid: string, resourceVersion?: string): Promise<void> {
     const body = { preconditions: { uid, ...(resourceVersion ? { resourceVersion } : {}) } };
-    await this.send('delete', HttpMethod.DELETE, `${this.podsPath}/${name}`, body);
+    await this.call('delete', (o) => this.core.deleteNamespacedPod({ name, namespace: this.namespace, body }, o));
   }
 
   async scaleDeployment(name: string, replicas: number, resourceVersion?: string): Promise<void> {
     const body = { ...(resourceVersion ? { metadata: { resourceVersion } } : {}), spec: { replicas } };
-    await this.send('patch', HttpMethod.PATCH, `${this.deploymentsPath}/${name}/scale`, body, MERGE_PATCH);
+    await this.call('patch', (o) => this.apps.patchNamespacedDeploymentScale({ name, namespace: this.namespace, body }, mergePatch(o)));
   }
 
   async ping(): Promise<void> {
-    await this.send('list', HttpMethod.GET, `${this.deploymentsPath}?labelSelector=${encodeURIComponent(POOL_LABEL)}&limit=1`);
+    await this.call('list', (o) => this.apps.listNamespacedDeployment({ namespace: this.namespace, labelSelector: POOL_LABEL, limit: 1 }, o));
   }
 
   async createEvent({ object, reason, message, type, replica }: KubeEvent): Promise<void> {
     const { namespace } = this;
-    const now = new Date().toISOString();
+    const now = new Date();
     const body = {
       metadata: { generateName: `${object.name}.` },
       involvedObject: { apiVersion: object.kind === 'Pod' ? 'v1' : 'apps/v1', kind: object.kind, namespace, name: object.name, uid: object.uid },
@@ -266,18 +252,16 @@ class KubeClient implements KubeApi {
       lastTimestamp: now,
       count: 1,
     };
-    await this.send('create', HttpMethod.POST, `/api/v1/namespaces/${namespace}/events`, body);
+    await this.call('create', (o) => this.core.createNamespacedEvent({ namespace, body }, o));
   }
 
+  /** One request, cancelled at its deadline; counted by verb and status (`timeout` when cancelled). */
   /**
    * One request: it waits up to the request timeout for a connection (then fails QUEUED, never
    * sent), and from when it is sent up to the request timeout for the answer (then it is
-   * cancelled, its socket destroyed, not merely abandoned, so a hung API server cannot pile up
-   * sockets). Counted by verb and status (`queued`, `timeout`). The answer is plain JSON: the
-   * library's request path turns every answer into its model classes first, a third of a
-   * claim's client-side CPU (`npm run bench`, part scale), for fields nobody here reads.
+   * cancelled, its socket destroyed).
    */
-  private async send<T = unknown>(verb: string, method: HttpMethod, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+  private async call<T>(verb: string, run: (o: CallOptions) => Promise<T>): Promise<T> {
     if (!(await this.slots.acquire(this.timeoutMs))) {
       this.options.count(verb, 'queued');
       throw Object.assign(new Error(`kubernetes ${verb} not sent: all ${this.maxSockets} connections busy for ${this.timeoutMs} ms`), { code: QUEUED });
@@ -285,7 +269,7 @@ class KubeClient implements KubeApi {
     const deadline = new AbortController();
     const timer = setTimeout(() => deadline.abort(), this.timeoutMs);
     try {
-      const result = await this.exchange<T>(method, path, body, contentType, deadline.signal);
+      const result = await run(cancelledBy(deadline.signal));
       this.options.count(verb, '2xx');
       return result;
     } catch (err) {
@@ -293,46 +277,16 @@ class KubeClient implements KubeApi {
         this.options.count(verb, 'timeout');
         throw Object.assign(new Error(`kubernetes ${verb} cancelled after ${this.timeoutMs} ms`, { cause: err }), { code: 'ETIMEDOUT' });
       }
-      this.options.count(verb, err instanceof KubeStatusError ? String(err.code) : 'error');
+      this.options.count(verb, String(statusOf(err) ?? 'error'));
       throw err;
     } finally {
       clearTimeout(timer);
       this.slots.release();
     }
   }
-
-  private async exchange<T>(method: HttpMethod, path: string, body: unknown, contentType: string, signal: AbortSignal): Promise<T> {
-    // The server may carry a path (a proxy such as Rancher's serves clusters under one): keep it.
-    const url = new URL(this.server.pathname.replace(/\/+$/, '') + path, this.server);
-    const { headers: user, agent } = await this.credentials();
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const headers: Record<string, string | number> = { ...user, accept: 'application/json' };
-    if (payload !== undefined) {
-      headers['content-type'] = contentType;
-      headers['content-length'] = Buffer.byteLength(payload);
-    }
-    const send = url.protocol === 'https:' ? https.request : http.request;
-    return new Promise<T>((resolve, reject) => {
-      const req = send(url, { method, headers, agent, signal }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('error', reject);
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          const code = res.statusCode ?? 0;
-          if (code < 200 || code >= 300) return reject(statusError(method, path, code, text));
-          try {
-            resolve((text ? JSON.parse(text) : undefined) as T);
-          } catch (err) {
-            reject(err);
-          }
-        });
-      });
-      req.on('error', reject);
-      req.end(payload);
-    });
-  }
 }
+
+const mergePatch = (o: CallOptions): CallOptions => setHeaderOptions('Content-Type', PatchStrategy.MergePatch, o);
 
 export function createKubeApi(kc: KubeConfig, options: KubeClientOptions): KubeApi {
   return new KubeClient(kc, options);

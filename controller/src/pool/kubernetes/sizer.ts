@@ -129,14 +129,7 @@ class PoolInputs implements Arrivals {
   /** Forgets the claims no decision reads any more, and the samples no tick it reads needs. */
   prune(before: number): void {
     this.floor = before;
-    // A tick prunes, so a walk of every claim in the window would cost rate x window each second.
-    // The map's order (when the watch showed a claim) is nearly the claims' own order, so the
-    // walk stops at the first claim still read: an older one behind it, from a replica with a
-    // late clock, goes at a later tick, and the floor keeps it from being counted meanwhile.
-    for (const [uid, at] of this.claimed) {
-      if (at >= before) break;
-      this.claimed.delete(uid);
-    }
+    for (const [uid, at] of this.claimed) if (at < before) this.claimed.delete(uid);
     this.all.prune(before);
     this.late.prune(before);
     for (const tick of this.refillCache.keys()) if (tick < before) this.refillCache.delete(tick);
@@ -144,10 +137,7 @@ class PoolInputs implements Arrivals {
     if (extra <= 0) return;
     this.sampleFloor = this.refills.at[extra] as number;
     this.refills.prune(this.sampleFloor);
-    for (const [uid, at] of this.sampled) {
-      if (at >= this.sampleFloor) break;
-      this.sampled.delete(uid);
-    }
+    for (const [uid, at] of this.sampled) if (at < this.sampleFloor) this.sampled.delete(uid);
   }
 }
 
