@@ -40,7 +40,7 @@ const seconds = (min: number): Parser<number> => (raw) => {
   return value;
 };
 
-/** A share: at least `min`, below 1. */
+/** A target miss rate: the one parser the pool annotation uses too. */
 const missRate: Parser<number> = (raw) => {
   const value = parseMissRate(raw);
   if (value === undefined) throw new BadValue(`must be ${MISS_RATE_RANGE}, got ${JSON.stringify(raw)}`);
