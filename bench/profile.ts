@@ -10,7 +10,7 @@ interface ProfileNode {
   callFrame: { functionName: string; url: string };
 }
 
-interface CpuProfile {
+export interface CpuProfile {
   nodes: ProfileNode[];
   samples: number[];
   timeDeltas: number[];
@@ -20,13 +20,41 @@ interface CpuProfile {
 function category(fn: string, url: string): string {
   if (/^(writev|writeLatin1String|writeString|writeBuffer|writeUtf8String)$/.test(fn)) return 'socket writes (native)';
   if (fn === '(garbage collector)') return 'garbage collector';
+  if (url === '' && (fn === 'parse' || fn === 'stringify')) return `JSON.${fn}`;
   if (url.includes('controller/dist')) return 'warmpool code';
+  if (url.includes('node_modules/@kubernetes/client-node')) return 'Kubernetes client library';
+  if (/node_modules\/(node-fetch|whatwg-url|tr46)\//.test(url)) return "node-fetch (the client library's HTTP)";
   if (url.includes('node_modules/undici') || url.startsWith('wasm')) return 'undici (with llhttp wasm)';
   if (url.includes('node_modules/prom-client')) return 'prom-client';
-  if (/node:_http|node:http/.test(url)) return 'node http server';
+  if (/node_modules\/(express|router|body-parser)\//.test(url)) return 'express';
+  if (/node_modules\/(pino|sonic-boom|fast-redact)\//.test(url)) return 'pino (logging)';
+  if (/node:_tls|node:tls|node:https/.test(url)) return 'TLS';
+  if (/node:_http|node:http/.test(url)) return 'node http';
   if (/node:net|stream|node:events|task_queues|timers/.test(url)) return 'node streams, events, timers';
-  if (url.includes('crypto') || fn === 'Hash') return 'crypto (session hash)';
-  return 'other';
+  if (url.includes('crypto') || fn === 'Hash') return 'crypto';
+  const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1];
+  return pkg ?? 'other';
+}
+
+/** Self time of a V8 CPU profile's busy samples, as shares of the busy time by category and by function. */
+export function summariseProfile(profile: CpuProfile) {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n.callFrame]));
+  const byCategory = new Map<string, number>();
+  const byFunction = new Map<string, number>();
+  let busy = 0;
+  profile.samples.forEach((id, i) => {
+    const frame = byId.get(id);
+    const dt = profile.timeDeltas[i] ?? 0;
+    if (!frame || frame.functionName === '(idle)') return;
+    busy += dt;
+    const cat = category(frame.functionName, frame.url);
+    byCategory.set(cat, (byCategory.get(cat) ?? 0) + dt);
+    const name = `${frame.functionName || '(anonymous)'} ${frame.url.replace(/^.*node_modules\//, '').replace(/^.*\/controller\/dist\//, 'controller/')}`;
+    byFunction.set(name, (byFunction.get(name) ?? 0) + dt);
+  });
+  const share = (m: Map<string, number>, n: number) =>
+    [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([name, t]) => ({ name, share: round(t / busy, 3) }));
+  return { busySeconds: round(busy / 1e6, 2), categories: share(byCategory, 12), topFunctions: share(byFunction, 15) };
 }
 
 async function until<T>(what: string, check: () => T | undefined, ms = 30_000): Promise<T> {
@@ -67,21 +95,5 @@ export async function benchProfile(): Promise<Record<string, unknown>> {
   if (!file) throw new Error(`no profile written in ${dir}`);
   const profile = JSON.parse(readFileSync(path.join(dir, file), 'utf8')) as CpuProfile;
   rmSync(dir, { recursive: true, force: true });
-  const byId = new Map(profile.nodes.map((n) => [n.id, n.callFrame]));
-  const byCategory = new Map<string, number>();
-  const byFunction = new Map<string, number>();
-  let busy = 0;
-  profile.samples.forEach((id, i) => {
-    const frame = byId.get(id);
-    const dt = profile.timeDeltas[i] ?? 0;
-    if (!frame || frame.functionName === '(idle)') return;
-    busy += dt;
-    const cat = category(frame.functionName, frame.url);
-    byCategory.set(cat, (byCategory.get(cat) ?? 0) + dt);
-    const name = `${frame.functionName || '(anonymous)'} ${frame.url.replace(/^.*node_modules\//, '').replace(/^.*\/controller\/dist\//, 'controller/')}`;
-    byFunction.set(name, (byFunction.get(name) ?? 0) + dt);
-  });
-  const share = (m: Map<string, number>, n: number) =>
-    [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([name, t]) => ({ name, share: round(t / busy, 3) }));
-  return { load, busySeconds: round(busy / 1e6, 2), categories: share(byCategory, 12), topFunctions: share(byFunction, 15) };
+  return { load, ...summariseProfile(profile) };
 }

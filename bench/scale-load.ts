@@ -10,6 +10,7 @@ import WebSocket from 'ws';
 import type { Controller } from '../test/integration/harness.js';
 import type { Kube } from '../test/cluster/kube.js';
 import { cpuSeconds, percentile, round } from './lib.js';
+import { summariseProfile, type CpuProfile } from './profile.js';
 
 export interface Sample {
   ms: number;
@@ -99,19 +100,52 @@ export async function controllerCounters(cs: Controller[]) {
   return { requests, claims, cpu };
 }
 
-/**
- * A controller's heap in use right after a full collection (so garbage, such as a list of
- * thousands of whole pods just parsed, does not count), which its inspector makes happen: the
- * controller runs with NODE_OPTIONS=--inspect=127.0.0.1:0 and prints where it listens.
- */
-export async function heapUsedMb(c: Controller): Promise<number> {
+/** A connection to a controller's inspector (it runs with NODE_OPTIONS=--inspect=127.0.0.1:0 and prints where it listens). */
+async function inspect(c: Controller) {
   const url = c.output.map((line) => /Debugger listening on (ws:\/\/\S+)/.exec(line)?.[1]).find(Boolean);
   if (!url) throw new Error('the controller has no inspector (NODE_OPTIONS=--inspect=127.0.0.1:0)');
   const inspector = new WebSocket(url);
   await once(inspector, 'open');
-  inspector.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }));
-  await once(inspector, 'message');
+  let next = 0;
+  const send = async <T>(method: string): Promise<T> => {
+    const id = ++next;
+    const answered = new Promise<T>((resolve) => {
+      const onMessage = (data: Buffer) => {
+        const message = JSON.parse(data.toString()) as { id?: number; result: T };
+        if (message.id !== id) return;
+        inspector.off('message', onMessage);
+        resolve(message.result);
+      };
+      inspector.on('message', onMessage);
+    });
+    inspector.send(JSON.stringify({ id, method }));
+    return answered;
+  };
+  return { send, close: () => inspector.close() };
+}
+
+/**
+ * A controller's heap in use right after a full collection (so garbage, such as a list of
+ * thousands of whole pods just parsed, does not count), which its inspector makes happen.
+ */
+export async function heapUsedMb(c: Controller): Promise<number> {
+  const inspector = await inspect(c);
+  await inspector.send('HeapProfiler.collectGarbage');
   inspector.close();
   const text = await (await fetch(`${c.admin}/metrics`)).text();
   return (sumBy(text, 'nodejs_heap_size_used_bytes', []).get('') ?? NaN) / 2 ** 20;
+}
+
+/** `work` with the controller's CPU profiled through its inspector: where its time went meanwhile. */
+export async function profiled<T>(c: Controller, work: () => Promise<T>): Promise<{ result: T; profile: ReturnType<typeof summariseProfile> }> {
+  const inspector = await inspect(c);
+  try {
+    await inspector.send('Profiler.enable');
+    await inspector.send('Profiler.start');
+    const result = await work();
+    const { profile } = await inspector.send<{ profile: CpuProfile }>('Profiler.stop');
+    return { result, profile: summariseProfile(profile) };
+  } finally {
+    inspector.close();
+  }
 }

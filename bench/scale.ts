@@ -17,7 +17,7 @@ import { Kube } from '../test/cluster/kube.js';
 import { kubeconfigPath } from '../test/cluster/paths.js';
 import { waitUntil } from '../test/cluster/wait.js';
 import { QUICK, round } from './lib.js';
-import { apiCounters, burst, controllerCounters, delta, heapUsedMb, latency, openLoop, type Sample } from './scale-load.js';
+import { apiCounters, burst, controllerCounters, delta, heapUsedMb, latency, openLoop, profiled, type Sample } from './scale-load.js';
 
 const list = (name: string, fallback: string): number[] => (process.env[name] ?? fallback).split(',').filter(Boolean).map(Number);
 /** BENCH_SCALE_SIZES, BENCH_SCALE_RATES and BENCH_SCALE_BURST (0: none) narrow a run down. */
@@ -167,6 +167,10 @@ async function oneSize(size: number) {
       phases.push({ ...(await phase(f, admin, [a], load, replaced, claimVia(a, given), given)), path: 'POST /sessions' });
       await refill(f, a, size);
     }
+    // One more burst through one replica, profiled (so not among the measured phases: the
+    // profiler costs CPU): where a claim's CPU goes.
+    const burstProfile = BURST > 0 ? (await profiled(a, () => burst(BURST, claimVia(a, [])))).profile : undefined;
+    if (burstProfile) await refill(f, a, size);
     const replicas = [a, await f.controller('scale-b', env), await f.controller('scale-c', env)];
     for (const load of loads(size)) {
       const given: string[] = [];
@@ -174,7 +178,7 @@ async function oneSize(size: number) {
       phases.push({ ...(await phase(f, admin, replicas, load, replaced, (i) => (via[i % 3] as () => Promise<boolean>)(), given)), path: 'POST /sessions' });
       await refill(f, a, size);
     }
-    return { size, fillSeconds: round(fillSeconds, 1), heapEarlyMb: round(heapEarly, 1), heapFullMb: round(heapFull, 1), heapPerPodKiB: round(((heapFull - heapEarly) * 1024) / (size - podsEarly), 2), phases };
+    return { size, fillSeconds: round(fillSeconds, 1), heapEarlyMb: round(heapEarly, 1), heapFullMb: round(heapFull, 1), heapPerPodKiB: round(((heapFull - heapEarly) * 1024) / (size - podsEarly), 2), phases, burstProfile };
   } finally {
     raw.close();
     admin.close();

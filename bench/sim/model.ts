@@ -13,11 +13,18 @@ import { Claims } from './claims.js';
 import { gaussian, poissonDraw, rng } from './random.js';
 import type { Trace } from './traces.js';
 
-/** Seconds from pod creation to Ready: log-normal, with this median and log-scale spread; or drawn from measured samples. */
+/**
+ * Seconds from pod creation to Ready: log-normal, with this median and log-scale spread; or
+ * drawn from measured samples; or, with `timed`, from the samples measured for pods created
+ * within 2 s of the same second of the trace (the nearest one if none): on a loaded machine pods
+ * start slowest exactly when most of them start, which a draw from all samples hides.
+ */
 export interface RefillModel {
   medianS: number;
   sigma: number;
   samples?: readonly number[];
+  /** [second of the trace the pod was created at, its refill seconds]. */
+  timed?: readonly (readonly [number, number])[];
 }
 
 export interface RunOptions {
@@ -59,7 +66,7 @@ export function simulate(trace: Trace, settings: SizingSettings, refill: RefillM
   const perSecond = 1000 / slotMs;
   const warmupSlot = o.warmupS * perSecond;
   const endSlot = trace.durationS * perSecond + warmupSlot;
-  const longestS = Math.max(refill.medianS * Math.exp(5 * refill.sigma), ...(refill.samples ?? []));
+  const longestS = Math.max(refill.medianS * Math.exp(5 * refill.sigma), ...(refill.samples ?? []), ...(refill.timed ?? []).map(([, s]) => s));
   const ringLength = Math.ceil(longestS * perSecond) + 2;
   const ready = new Float64Array(ringLength);
   const timeout = Math.ceil(o.claimTimeoutMs / slotMs);
@@ -71,13 +78,23 @@ export function simulate(trace: Trace, settings: SizingSettings, refill: RefillM
   const refillAt = new Map<number, number>();
   const timeline: [number, number, number][] = [];
 
-  const drawRefill = () => (refill.samples?.length
-    ? refill.samples[Math.floor(random() * refill.samples.length)] as number
-    : Math.min(longestS, refill.medianS * Math.exp(refill.sigma * gaussian(random))));
+  const drawAt = (second: number): number => {
+    const timed = refill.timed as readonly (readonly [number, number])[];
+    const near = timed.filter(([at]) => Math.abs(at - second) <= 2);
+    if (near.length > 0) return (near[Math.floor(random() * near.length)] as readonly [number, number])[1];
+    let best = timed[0] as readonly [number, number];
+    for (const t of timed) if (Math.abs(t[0] - second) < Math.abs(best[0] - second)) best = t;
+    return best[1];
+  };
+  const drawRefill = (slot: number) => (refill.timed?.length
+    ? drawAt(slot / perSecond - o.warmupS)
+    : refill.samples?.length
+      ? refill.samples[Math.floor(random() * refill.samples.length)] as number
+      : Math.min(longestS, refill.medianS * Math.exp(refill.sigma * gaussian(random))));
   let replicas = settings.minSize;
   let warm = replicas;
   // The pods the pool starts with took a refill time too: they are the first samples.
-  for (let i = 0; i < Math.min(replicas, REFILL_SAMPLES); i++) samples[sampled++] = drawRefill();
+  for (let i = 0; i < Math.min(replicas, REFILL_SAMPLES); i++) samples[sampled++] = drawRefill(0);
   let starting = 0;
   let waiting = 0;
   let head = 0;
@@ -89,7 +106,7 @@ export function simulate(trace: Trace, settings: SizingSettings, refill: RefillM
     const batches = Math.min(n, 4);
     for (let i = 0; i < batches; i++) {
       const size = Math.floor(n / batches) + (i < n % batches ? 1 : 0);
-      const refillS = drawRefill();
+      const refillS = drawRefill(slot);
       samples[sampled++ % REFILL_SAMPLES] = refillS;
       const at = (slot + Math.max(1, Math.round(refillS * perSecond))) % ringLength;
       ready[at] = (ready[at] as number) + size;

@@ -1,8 +1,10 @@
 /**
- * Thousands of sessions through one replica, one after another: nothing may accumulate. Claimed
- * pods must all be gone, open sockets must not grow, and the heap retained after a full garbage
- * collection must stay where it was. LEAK_SESSIONS overrides the count (2,000) for a quicker
- * local run.
+ * Hundreds to thousands of sessions through one replica, one after another: nothing may
+ * accumulate. Claimed pods must all be gone, open sockets must not grow, and the heap retained
+ * after a full garbage collection must stay where it was. LEAK_SESSIONS sets the count: 300 in
+ * `npm test` (a socket or a pod kept per session shows within that), 2,000 in
+ * `npm run test:soak`, which CI runs after `npm test` (a slow heap trend needs the length, and
+ * the length is about 12 minutes on two cores).
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -12,7 +14,7 @@ import { churn, footprint, INSPECTABLE, type FootprintSample } from './churn.js'
 import { poolFixture, type PoolFixture } from './fixture.js';
 import { kubeconfigPath } from './paths.js';
 
-const SESSIONS = Number(process.env.LEAK_SESSIONS ?? 2000);
+const SESSIONS = Number(process.env.LEAK_SESSIONS ?? 300);
 const POOL_SIZE = 10;
 const MiB = 2 ** 20;
 

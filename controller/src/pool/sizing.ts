@@ -229,7 +229,14 @@ export function decide(input: SizingInput): Decision {
   const refillS = Math.max(refill(tick), input.refillNow?.(tick) ?? 0);
   const recommended = clamp(sizeFor(rate * refillS, s.targetMissRate), s);
   let target = recommended;
-  if (s.minSize < s.maxSize) {
+  if (s.minSize < s.maxSize && now - input.completeSince < historyMs(s)) {
+    // A replica that has not watched the whole history holds only part of the past: the claims
+    // and refill samples of pods deleted before it started are gone, so the peaks of its window
+    // are not those of a replica that watched all along, and the two would overwrite each
+    // other's size (the cluster test saw 30 -> 26 -> 30 -> 24 -> 19 -> 24 after a restart). It
+    // grows the pool for the demand of now only, and never shrinks it.
+    target = clamp(Math.max(recommended, Math.min(current, s.maxSize)), s);
+  } else if (s.minSize < s.maxSize) {
     const windowMs = s.scaleDownWindowS * 1000;
     const periodMs = windowMs * STEP_FRACTION;
     // The largest demand (claims per refill time) in each group: group 0 is the stabilization
@@ -243,7 +250,6 @@ export function decide(input: SizingInput): Decision {
       target = Math.max(target, Math.floor(sizeFor(peak, s.targetMissRate) * (1 - STEP_FRACTION) ** j));
     });
     target = clamp(target, s);
-    if (now - input.completeSince < historyMs(s)) target = Math.max(target, Math.min(current, s.maxSize));
   }
   return { target, rate, refillS, recommended, predictedMissRate: missProbability(rate * refillS, target), tick };
 }
