@@ -26,6 +26,25 @@ function sizeTable(size: Json): string[] {
     '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |',
     ...rows,
     '',
+    ...profileTable(size.burstProfile as Json | undefined),
+  ];
+}
+
+/** Where one replica's CPU went in one more burst, profiled through its inspector (not a measured phase: the profiler costs CPU). */
+function profileTable(profile: Json | undefined): string[] {
+  if (!profile) return [];
+  const share = (rows: Json[]) => rows.map((r) => `| ${String(r.name).replace(/\|/g, '\\|')} | ${fmt(100 * (r.share as number), 1)} % |`);
+  return [
+    `Where one replica's CPU went in one more burst, profiled (self time, ${fmt(profile.busySeconds, 2)} s busy):`,
+    '',
+    '| part | share of busy time |',
+    '| --- | ---: |',
+    ...share(profile.categories as Json[]),
+    '',
+    '| function | share of busy time |',
+    '| --- | ---: |',
+    ...share((profile.topFunctions as Json[]).slice(0, 10)),
+    '',
   ];
 }
 
