@@ -21,6 +21,7 @@ function category(fn: string, url: string): string {
   if (/^(writev|writeLatin1String|writeString|writeBuffer|writeUtf8String)$/.test(fn)) return 'socket writes (native)';
   if (fn === '(garbage collector)') return 'garbage collector';
   if (url === '' && (fn === 'parse' || fn === 'stringify')) return `JSON.${fn}`;
+  if (url === '' && (fn === 'connect' || fn === 'close')) return 'TCP connect and close (native)';
   if (url.includes('controller/dist')) return 'warmpool code';
   if (url.includes('node_modules/@kubernetes/client-node')) return 'Kubernetes client library';
   if (/node_modules\/(node-fetch|whatwg-url|tr46)\//.test(url)) return "node-fetch (the client library's HTTP)";

@@ -197,7 +197,28 @@ function queueComparison(q: Json): string[] {
   ];
 }
 
-export function scaleSection(scale: Json, before: Json | undefined, queue?: Json): string[] {
+/**
+ * A run narrowed to bursts (bench/results/scale-burst-profile.json) whose one replica was then
+ * profiled in one more burst: where a burst claim's CPU goes.
+ */
+function burstProfileSection(run: Json): string[] {
+  return (run.sizes as Json[]).filter((s) => s.burstProfile).flatMap((s) => {
+    const raw = find(s, 'raw PATCH', 0, 'burst');
+    const rate = (n: number) => {
+      const p = find(s, 'POST /sessions', n, 'burst');
+      return `${fmt(p?.perSecond, 1)}/s (${fmt((p?.perSecond as number) / (raw?.perSecond as number))} ×, ${fmt(p?.cpuMsPerClaim, 2)} ms CPU per claim)`;
+    };
+    return [
+      '### Where a burst claim\'s CPU goes',
+      '',
+      `A run of bursts only (\`BENCH_ONLY=scale BENCH_SCALE_SIZES=${s.size} BENCH_SCALE_RATES= BENCH_SCALE_BURST=${run.burst}\`, ${run.started}, load average at start ${run.machine.loadAverageAtStart.join(' / ')}): raw floor ${fmt(raw?.perSecond, 1)}/s, 1 replica ${rate(1)}, 3 replicas ${rate(3)}. After the measured phases the one replica took one more burst with its CPU profiled through its inspector.`,
+      '',
+      ...profileTable(s.burstProfile as Json),
+    ];
+  });
+}
+
+export function scaleSection(scale: Json, before: Json | undefined, queue?: Json, burstProfile?: Json): string[] {
   const lines = [
     '## 5. Claims at scale (hollow pods)',
     '',
@@ -210,6 +231,7 @@ export function scaleSection(scale: Json, before: Json | undefined, queue?: Json
     ...(queue ? queueComparison(queue) : []),
     ...plot(scale),
     ...(scale.sizes as Json[]).flatMap(sizeTable),
+    ...(burstProfile ? burstProfileSection(burstProfile) : []),
   ];
   if (before) {
     lines.push(

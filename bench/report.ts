@@ -195,7 +195,7 @@ export function writeReport(resultsDir: string, out: string): void {
     );
   }
   const scale = load(resultsDir, 'scale');
-  if (scale) lines.push(...scaleSection(scale, load(resultsDir, 'scale-before'), load(resultsDir, 'scale-queue')));
+  if (scale) lines.push(...scaleSection(scale, load(resultsDir, 'scale-before'), load(resultsDir, 'scale-queue'), load(resultsDir, 'scale-burst-profile')));
   mkdirSync(path.dirname(out), { recursive: true });
   writeFileSync(out, `${lines.join('\n')}\n`);
 }
