@@ -253,7 +253,9 @@ describe('local worker processes', () => {
   test('when a worker ignores SIGTERM, then SIGKILL follows after the grace period', async () => {
     const worker = await launch(`sh -c 'trap "" TERM; sleep 300 & wait'`, 200);
     const pgid = worker.pid as number;
-    await eventually('the worker and its child', () => (groupMembers(pgid).length >= 2 ? true : undefined));
+    // The watchdog, the worker's shell and its sleep: the sleep starts after the trap is set
+    // (the watchdog and the shell alone are two members before it is).
+    await eventually('the worker and its child', () => (groupMembers(pgid).length >= 3 ? true : undefined));
     await worker.stop();
     assert.deepEqual(await worker.exited, { code: null, signal: 'SIGKILL' });
     await eventually('the group to be gone', () => (groupMembers(pgid).length === 0 ? true : undefined), 5000);
