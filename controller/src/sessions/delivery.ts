@@ -41,6 +41,10 @@ export async function deliverSettings(endpoint: Endpoint, settings: Settings, ti
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
       signal: AbortSignal.timeout(timeoutMs),
+      // The connection is never used again (the session's traffic goes through the proxy's own
+      // agent), so it closes now rather than idling on both ends until a keep-alive timer ends
+      // it: in a burst of claims that idle close was a tenth of the controller's CPU.
+      reset: true,
     });
     const status = res.statusCode;
     if (status >= 400 && status < 500 && status !== 404) return { outcome: 'rejected', message: await refusal(res.body, status) };
