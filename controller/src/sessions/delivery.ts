@@ -43,7 +43,7 @@ export async function deliverSettings(endpoint: Endpoint, settings: Settings, ti
       signal: AbortSignal.timeout(timeoutMs),
       // The connection is never used again (the session's traffic goes through the proxy's own
       // agent), so it closes now rather than idling on both ends until a keep-alive timer ends
-      // it: in a burst of claims that idle close was a tenth of the controller's CPU.
+      // it (in a burst of claims, that late close cost CPU on both ends: docs/benchmarks.md).
       reset: true,
     });
     const status = res.statusCode;
