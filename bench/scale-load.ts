@@ -4,11 +4,15 @@
  * the figures read around each phase: the API server's request counters by verb and resource,
  * the controllers' own request counters, their CPU time and memory.
  */
-import { once } from 'node:events';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import WebSocket from 'ws';
 import type { Controller } from '../test/integration/harness.js';
+import { collectGarbage, inspect } from '../test/integration/inspector.js';
 import type { Kube } from '../test/cluster/kube.js';
+import { commandLine, markedPids } from '../test/cluster/procs.js';
 import { cpuSeconds, percentile, round } from './lib.js';
 import { summariseProfile, type CpuProfile } from './profile.js';
 
@@ -100,28 +104,58 @@ export async function controllerCounters(cs: Controller[]) {
   return { requests, claims, cpu };
 }
 
-/** A connection to a controller's inspector (it runs with NODE_OPTIONS=--inspect=127.0.0.1:0 and prints where it listens). */
-async function inspect(c: Controller) {
-  const url = c.output.map((line) => /Debugger listening on (ws:\/\/\S+)/.exec(line)?.[1]).find(Boolean);
-  if (!url) throw new Error('the controller has no inspector (NODE_OPTIONS=--inspect=127.0.0.1:0)');
-  const inspector = new WebSocket(url);
-  await once(inspector, 'open');
-  let next = 0;
-  const send = async <T>(method: string): Promise<T> => {
-    const id = ++next;
-    const answered = new Promise<T>((resolve) => {
-      const onMessage = (data: Buffer) => {
-        const message = JSON.parse(data.toString()) as { id?: number; result: T };
-        if (message.id !== id) return;
-        inspector.off('message', onMessage);
-        resolve(message.result);
-      };
-      inspector.on('message', onMessage);
-    });
-    inspector.send(JSON.stringify({ id, method }));
-    return answered;
+/** The control plane's own processes (the rest of the cluster, the node agents, stands in for other machines). */
+const CONTROL_PLANE: Record<string, string> = { 'kube-apiserver': 'API server', etcd: 'etcd', 'kube-controller-manager': 'controller manager', 'kube-scheduler': 'scheduler' };
+
+/** Which part of the run a cluster process is: a control-plane component, or a node agent. */
+function partOf(pid: number): string | undefined {
+  const argv = commandLine(pid);
+  return CONTROL_PLANE[path.basename(argv[0] ?? '')] ?? (argv.some((a) => a.includes('node-agent')) ? 'node agents' : undefined);
+}
+
+/**
+ * CPU seconds so far of each part of the run on this machine: the control plane's components,
+ * the node agents, the controllers and this process (the load generator), and how much of the
+ * machine was idle. Read around a phase, it says who spent the cores a claim needs.
+ */
+export function cpuByPart(cs: Controller[]): Map<string, number> {
+  const out = new Map<string, number>();
+  const add = (part: string, seconds: number) => out.set(part, (out.get(part) ?? 0) + seconds);
+  for (const pid of markedPids()) {
+    const part = partOf(pid);
+    if (part) add(part, cpuSeconds(pid));
+  }
+  for (const c of cs) add('controllers', cpuSeconds(c.proc.pid as number));
+  add('load generator', cpuSeconds(process.pid));
+  const [user, nice, system, idle, iowait] = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.split(/\s+/).slice(1, 6).map(Number) ?? [];
+  add('idle (all cores)', ((idle ?? NaN) + (iowait ?? NaN)) / 100);
+  add('busy (all cores)', ((user ?? NaN) + (nice ?? NaN) + (system ?? NaN)) / 100);
+  return out;
+}
+
+/**
+ * Where the processes may run. `split` puts the control plane on core 0 and everything else (the
+ * controllers, the node agents, this load generator) on the other cores, as on a cluster where
+ * the controller does not share the API server's machine: a burst then shows whether the
+ * controller or the API server sets the claim rate. `shared` lets every process use every core.
+ */
+export function place(placement: 'shared' | 'split', cs: Controller[]): void {
+  const all = `0-${cpus().length - 1}`;
+  // A thread that ends while taskset walks them fails the call: the second try sees it gone.
+  const pin = (pid: number, list: string) => {
+    const run = () => execFileSync('taskset', ['-a', '-p', '-c', list, String(pid)], { stdio: 'ignore' });
+    try {
+      run();
+    } catch {
+      run();
+    }
   };
-  return { send, close: () => inspector.close() };
+  const rest = cpus().length > 2 ? `1-${cpus().length - 1}` : '1';
+  for (const pid of markedPids()) {
+    const part = partOf(pid);
+    if (part) pin(pid, placement === 'shared' ? all : part === 'node agents' ? rest : '0');
+  }
+  for (const pid of [...cs.map((c) => c.proc.pid as number), process.pid]) pin(pid, placement === 'shared' ? all : rest);
 }
 
 /**
@@ -129,22 +163,20 @@ async function inspect(c: Controller) {
  * thousands of whole pods just parsed, does not count), which its inspector makes happen.
  */
 export async function heapUsedMb(c: Controller): Promise<number> {
-  const inspector = await inspect(c);
-  await inspector.send('HeapProfiler.collectGarbage');
-  inspector.close();
+  await collectGarbage(c);
   const text = await (await fetch(`${c.admin}/metrics`)).text();
   return (sumBy(text, 'nodejs_heap_size_used_bytes', []).get('') ?? NaN) / 2 ** 20;
 }
 
 /** `work` with the controller's CPU profiled through its inspector: where its time went meanwhile. */
-export async function profiled<T>(c: Controller, work: () => Promise<T>): Promise<{ result: T; profile: ReturnType<typeof summariseProfile> }> {
+export async function profiled(c: Controller, work: () => Promise<unknown>): Promise<ReturnType<typeof summariseProfile>> {
   const inspector = await inspect(c);
   try {
     await inspector.send('Profiler.enable');
     await inspector.send('Profiler.start');
-    const result = await work();
+    await work();
     const { profile } = await inspector.send<{ profile: CpuProfile }>('Profiler.stop');
-    return { result, profile: summariseProfile(profile) };
+    return summariseProfile(profile);
   } finally {
     inspector.close();
   }

@@ -9,6 +9,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { cpus } from 'node:os';
 import path from 'node:path';
 import type { Controller } from '../test/integration/harness.js';
 import { ROOT } from '../test/integration/harness.js';
@@ -17,7 +18,7 @@ import { Kube } from '../test/cluster/kube.js';
 import { kubeconfigPath } from '../test/cluster/paths.js';
 import { waitUntil } from '../test/cluster/wait.js';
 import { QUICK, round } from './lib.js';
-import { apiCounters, burst, controllerCounters, delta, heapUsedMb, latency, openLoop, profiled, type Sample } from './scale-load.js';
+import { apiCounters, burst, controllerCounters, cpuByPart, delta, heapUsedMb, latency, openLoop, place, profiled, type Sample } from './scale-load.js';
 
 const list = (name: string, fallback: string): number[] => (process.env[name] ?? fallback).split(',').filter(Boolean).map(Number);
 /** BENCH_SCALE_SIZES, BENCH_SCALE_RATES and BENCH_SCALE_BURST (0: none) narrow a run down. */
@@ -45,6 +46,22 @@ const loads = (size: number): Load[] => [
   }),
   ...(BURST > 0 ? [{ name: `burst of ${BURST}`, run: (call: (i: number) => Promise<boolean>) => burst(BURST, call) }] : []),
 ];
+
+/**
+ * Bursts run a second time with the control plane on one core and the controllers, node agents
+ * and load generator on the other (`place`), where the machine has two cores or more.
+ */
+const SPLIT_BURST = BURST > 0 && cpus().length >= 2;
+
+/** `work` with the processes split between cores, then shared again whatever happens. */
+async function split<T>(cs: Controller[], work: () => Promise<T>): Promise<T> {
+  place('split', cs);
+  try {
+    return await work();
+  } finally {
+    place('shared', cs);
+  }
+}
 
 /** The pool as a controller's cache has it (cheaper to ask than listing thousands of pods). */
 async function counts(c: Controller): Promise<{ warm: number; assigned: number }> {
@@ -100,7 +117,9 @@ async function audit(f: PoolFixture, given: string[]): Promise<{ doubleClaims: n
  */
 async function phase(f: PoolFixture, admin: Kube, cs: Controller[], load: Load, replaced: () => Promise<void>, call: (i: number) => Promise<boolean>, given?: string[]) {
   const [writes0, counters0] = await Promise.all([apiCounters(admin), controllerCounters(cs)]);
+  const parts0 = cpuByPart(cs);
   const r = await load.run(call);
+  const parts1 = cpuByPart(cs);
   await new Promise((resolve) => setTimeout(resolve, 1500));
   const counters1 = await controllerCounters(cs);
   await replaced();
@@ -124,6 +143,8 @@ async function phase(f: PoolFixture, admin: Kube, cs: Controller[], load: Load, 
     podWatchEventsPerClaim: round(podEvents / Math.max(ok, 1), 1),
     conflictsPerClaim: round((claimsBy.conflict ?? 0) / Math.max(ok, 1), 3),
     cpuMsPerClaim: cs.length ? round(((counters1.cpu - counters0.cpu) * 1000) / Math.max(ok, 1), 2) : undefined,
+    // While the load ran (not the 1.5 s after it): who spent the machine's cores, in ms per claim.
+    cpuMsPerClaimByPart: Object.fromEntries(Object.entries(delta(parts1, parts0)).map(([part, s]) => [part, round((s * 1000) / Math.max(ok, 1), 2)])),
     ...(given ? await audit(f, given) : {}),
   };
 }
@@ -161,21 +182,37 @@ async function oneSize(size: number) {
     // The ReplicaSet replaces every claimed pod: the pool is whole again with the claimed pods still there.
     const replaced = () => waitUntil(`${size} warm pods again`, async () => ((await warm(a)) >= size ? true : undefined), 900_000).then(() => undefined);
     for (const load of loads(size)) {
-      phases.push({ ...(await phase(f, admin, [], load, replaced, await flips(f, raw))), path: 'raw PATCH' });
+      phases.push({ ...(await phase(f, admin, [], load, replaced, await flips(f, raw))), path: 'raw PATCH', placement: 'shared' });
       await refill(f, a, size);
       const given: string[] = [];
-      phases.push({ ...(await phase(f, admin, [a], load, replaced, claimVia(a, given), given)), path: 'POST /sessions' });
+      phases.push({ ...(await phase(f, admin, [a], load, replaced, claimVia(a, given), given)), path: 'POST /sessions', placement: 'shared' });
+      await refill(f, a, size);
+    }
+    const burstLoad = loads(size).at(-1) as Load;
+    if (SPLIT_BURST) {
+      phases.push({ ...(await split([a], async () => phase(f, admin, [], burstLoad, replaced, await flips(f, raw)))), path: 'raw PATCH', placement: 'split' });
+      await refill(f, a, size);
+      const given: string[] = [];
+      phases.push({ ...(await split([a], () => phase(f, admin, [a], burstLoad, replaced, claimVia(a, given), given))), path: 'POST /sessions', placement: 'split' });
       await refill(f, a, size);
     }
     // One more burst through one replica, profiled (so not among the measured phases: the
     // profiler costs CPU): where a claim's CPU goes.
-    const burstProfile = BURST > 0 ? (await profiled(a, () => burst(BURST, claimVia(a, [])))).profile : undefined;
+    const burstProfile = BURST > 0 ? await profiled(a, () => burst(BURST, claimVia(a, []))) : undefined;
     if (burstProfile) await refill(f, a, size);
     const replicas = [a, await f.controller('scale-b', env), await f.controller('scale-c', env)];
+    const spread = (given: string[]) => {
+      const via = replicas.map((c) => claimVia(c, given));
+      return (i: number) => (via[i % 3] as () => Promise<boolean>)();
+    };
     for (const load of loads(size)) {
       const given: string[] = [];
-      const via = replicas.map((c) => claimVia(c, given));
-      phases.push({ ...(await phase(f, admin, replicas, load, replaced, (i) => (via[i % 3] as () => Promise<boolean>)(), given)), path: 'POST /sessions' });
+      phases.push({ ...(await phase(f, admin, replicas, load, replaced, spread(given), given)), path: 'POST /sessions', placement: 'shared' });
+      await refill(f, a, size);
+    }
+    if (SPLIT_BURST) {
+      const given: string[] = [];
+      phases.push({ ...(await split(replicas, () => phase(f, admin, replicas, burstLoad, replaced, spread(given), given))), path: 'POST /sessions', placement: 'split' });
       await refill(f, a, size);
     }
     return { size, fillSeconds: round(fillSeconds, 1), heapEarlyMb: round(heapEarly, 1), heapFullMb: round(heapFull, 1), heapPerPodKiB: round(((heapFull - heapEarly) * 1024) / (size - podsEarly), 2), phases, burstProfile };

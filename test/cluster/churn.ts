@@ -4,8 +4,8 @@
  * `npm run bench` (soak). A leak shows as a trend over hundreds of sessions, not in any one.
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import WebSocket from 'ws';
-import { chat, createSession, eventually, metric, type Controller } from '../integration/harness.js';
+import { chat, createSession, metric, type Controller } from '../integration/harness.js';
+import { collectGarbage } from '../integration/inspector.js';
 
 export interface FootprintSample {
   /** Sessions completed when the sample was taken. */
@@ -27,32 +27,6 @@ export interface ChurnResult {
 
 /** Environment that opens the inspector of a controller on a free loopback port, for `footprint`. */
 export const INSPECTABLE = { NODE_OPTIONS: '--inspect=127.0.0.1:0' };
-
-/**
- * Runs a full garbage collection in the controller through its inspector (started with
- * INSPECTABLE), so that heap figures are what it retains, not where the sawtooth happens to be.
- */
-async function collectGarbage(c: Controller): Promise<void> {
-  const url = await eventually('the inspector address', () => {
-    for (const line of c.output) {
-      const m = /Debugger listening on (ws:\/\/127\.0\.0\.1:\d+\/\S+)/.exec(line);
-      if (m) return m[1];
-    }
-    return undefined;
-  }, 5_000);
-  const ws = new WebSocket(url);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => ws.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' })));
-      ws.on('message', (data: Buffer) => {
-        if ((JSON.parse(data.toString()) as { id?: number }).id === 1) resolve();
-      });
-      ws.once('error', reject);
-    });
-  } finally {
-    ws.close();
-  }
-}
 
 /** What the kernel and the controller's own metrics say about its process now, after a full GC. */
 export async function footprint(c: Controller, sessions: number): Promise<FootprintSample> {
