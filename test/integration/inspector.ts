@@ -8,7 +8,7 @@ import WebSocket from 'ws';
 import { eventually, type Controller } from './harness.js';
 
 export interface Inspector {
-  /** One protocol call, answered in order of ids (several may be in flight). */
+  /** One protocol call; answers are matched to calls by id, so several may be in flight. */
   send<T>(method: string): Promise<T>;
   close(): void;
 }
@@ -23,14 +23,18 @@ export async function inspect(c: Controller): Promise<Inspector> {
     send<T>(method: string): Promise<T> {
       const id = ++next;
       const answered = new Promise<T>((resolve, reject) => {
+        // A controller that exits mid-call closes the socket: the call fails instead of hanging.
+        const onClose = () => reject(new Error(`${method}: the inspector closed before answering`));
         const onMessage = (data: Buffer) => {
           const message = JSON.parse(data.toString()) as { id?: number; result: T; error?: { message: string } };
           if (message.id !== id) return;
           socket.off('message', onMessage);
+          socket.off('close', onClose);
           if (message.error) reject(new Error(`${method}: ${message.error.message}`));
           else resolve(message.result);
         };
         socket.on('message', onMessage);
+        socket.once('close', onClose);
       });
       socket.send(JSON.stringify({ id, method }));
       return answered;
