@@ -96,7 +96,8 @@ export function onPath(binary: string): Promise<string | undefined> {
 }
 
 
-const TICK_S = 0.01;
+/** Seconds per clock tick in /proc (USER_HZ is 100 on Linux). */
+export const TICK_S = 0.01;
 
 /** User + system CPU seconds a process has used so far (clock ticks of 10 ms on Linux). */
 export function cpuSeconds(pid: number): number {

@@ -7,6 +7,7 @@ type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-ex
 
 const fmt = (x: unknown, digits = 2) => (typeof x === 'number' && Number.isFinite(x) ? String(Math.round(x * 10 ** digits) / 10 ** digits) : 'n/a');
 const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
+const replicasOf = (n: number) => `${n} replica${n > 1 ? 's' : ''}`;
 const kinds = (by: Json, per: number) => Object.entries(by).map(([k, v]) => `${k} ${fmt((v as number) / Math.max(per, 1), 2)}`).join(', ');
 
 /** A phase of a pool size; runs before split placement had none, and were all shared. */
@@ -25,14 +26,14 @@ function partsTable(size: Json): string[] {
     '',
     `| path | cores | claims/s | ${parts.join(' | ')} |`,
     `| --- | --- | ---: | ${parts.map(() => '---:').join(' | ')} |`,
-    ...bursts.map((p) => `| ${p.path === 'raw PATCH' ? 'raw PATCH floor' : `${p.replicas} replica${p.replicas > 1 ? 's' : ''}`} | ${p.placement ?? 'shared'} | ${fmt(p.perSecond, 1)} | ${parts.map((k) => (k in p.cpuMsPerClaimByPart ? fmt(p.cpuMsPerClaimByPart[k], 2) : k.startsWith('idle') ? '0' : '')).join(' | ')} |`),
+    ...bursts.map((p) => `| ${p.path === 'raw PATCH' ? 'raw PATCH floor' : replicasOf(p.replicas)} | ${p.placement ?? 'shared'} | ${fmt(p.perSecond, 1)} | ${parts.map((k) => (k in p.cpuMsPerClaimByPart ? fmt(p.cpuMsPerClaimByPart[k], 2) : k.startsWith('idle') ? '0' : '')).join(' | ')} |`),
     '',
   ];
 }
 
 function sizeTable(size: Json): string[] {
   const rows = (size.phases as Json[]).map((p) => {
-    const who = `${p.path === 'raw PATCH' ? 'raw conditional PATCH (floor)' : `\`POST /sessions\`, ${p.replicas} replica${p.replicas > 1 ? 's' : ''}`}${p.placement === 'split' ? ` (${SPLIT_NOTE})` : ''}`;
+    const who = `${p.path === 'raw PATCH' ? 'raw conditional PATCH (floor)' : `\`POST /sessions\`, ${replicasOf(p.replicas)}`}${p.placement === 'split' ? ` (${SPLIT_NOTE})` : ''}`;
     return `| ${who} | ${p.load} | ${p.ok}${p.failed ? ` (+${p.failed} failed)` : ''} | ${fmt(p.p50Ms, 1)} | ${fmt(p.p90Ms, 1)} | ${fmt(p.p99Ms, 1)} | ${fmt(p.perSecond, 1)} | ${p.path === 'raw PATCH' ? '' : fmt(p.conflictsPerClaim, 3)} | ${p.path === 'raw PATCH' ? '' : `${fmt(p.controllerWritesPerClaim)} (${kinds(p.controllerWrites, p.ok)})`} | ${fmt(p.apiWritesPerClaim, 1)} | ${fmt(p.podWatchEventsPerClaim, 1)} | ${p.path === 'raw PATCH' ? '' : fmt(p.cpuMsPerClaim, 2)} | ${p.path === 'raw PATCH' ? '' : `${p.doubleClaims ?? 'n/a'} / ${p.strayClaims ?? 'n/a'}`} |`;
   });
   return [
@@ -206,7 +207,7 @@ function queueComparison(q: Json): string[] {
     const s = (r.sizes as Json[])[0] as Json;
     const loads = [...new Set((s.phases as Json[]).map((p) => String(p.load)))];
     return loads.flatMap((load) => [0, 1, 3].map((n) =>
-      `| ${s.size} | ${load} | ${n === 0 ? 'raw PATCH floor' : `${n} replica${n > 1 ? 's' : ''}`} | ${cell(q.before, s.size, n, load.split(' ')[0] as string)} | ${cell(q.after, s.size, n, load.split(' ')[0] as string)} |`));
+      `| ${s.size} | ${load} | ${n === 0 ? 'raw PATCH floor' : replicasOf(n)} | ${cell(q.before, s.size, n, load.split(' ')[0] as string)} | ${cell(q.after, s.size, n, load.split(' ')[0] as string)} |`));
   });
   const loads = [...(q.before as Json[]), ...(q.after as Json[])].map((r) => r.machine.loadAverageAtStart[0]);
   return [
@@ -266,7 +267,7 @@ export function scaleSection(scale: Json, before: Json | undefined, queue?: Json
       '| pool | path | load | p50 ms | p99 ms | raw PATCH p99 ms (same run) | controller writes per claim | CPU ms per claim |',
       '| ---: | --- | --- | ---: | ---: | ---: | --- | ---: |',
       ...(before.sizes as Json[]).flatMap((s) => (s.phases as Json[]).filter((p) => p.path !== 'raw PATCH').map((p) =>
-        `| ${s.size} | ${p.replicas} replica${p.replicas > 1 ? 's' : ''} | ${p.load} | ${fmt(p.p50Ms, 1)} | ${fmt(p.p99Ms, 1)} | ${fmt(find(s, 'raw PATCH', 0, String(p.load).split(' ')[0] as string)?.p99Ms, 1)} | ${fmt(p.controllerWritesPerClaim)} (${kinds(p.controllerWrites, p.ok)}) | ${fmt(p.cpuMsPerClaim)} |`)),
+        `| ${s.size} | ${replicasOf(p.replicas)} | ${p.load} | ${fmt(p.p50Ms, 1)} | ${fmt(p.p99Ms, 1)} | ${fmt(find(s, 'raw PATCH', 0, String(p.load).split(' ')[0] as string)?.p99Ms, 1)} | ${fmt(p.controllerWritesPerClaim)} (${kinds(p.controllerWrites, p.ok)}) | ${fmt(p.cpuMsPerClaim)} |`)),
       '',
       ...(before.sizes as Json[]).map((s) => `Heap per cached pod before, ${s.size} pods: ${fmt(s.heapPerPodKiB, 2)} KiB.`),
       '',

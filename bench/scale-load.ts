@@ -13,7 +13,7 @@ import type { Controller } from '../test/integration/harness.js';
 import { collectGarbage, inspect } from '../test/integration/inspector.js';
 import type { Kube } from '../test/cluster/kube.js';
 import { commandLine, markedPids } from '../test/cluster/procs.js';
-import { cpuSeconds, percentile, round } from './lib.js';
+import { cpuSeconds, percentile, round, TICK_S } from './lib.js';
 import { summariseProfile, type CpuProfile } from './profile.js';
 
 export interface Sample {
@@ -128,8 +128,8 @@ export function cpuByPart(cs: Controller[]): Map<string, number> {
   for (const c of cs) add('controllers', cpuSeconds(c.proc.pid as number));
   add('load generator', cpuSeconds(process.pid));
   const [user, nice, system, idle, iowait] = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.split(/\s+/).slice(1, 6).map(Number) ?? [];
-  add('idle (all cores)', ((idle ?? NaN) + (iowait ?? NaN)) / 100);
-  add('busy (all cores)', ((user ?? NaN) + (nice ?? NaN) + (system ?? NaN)) / 100);
+  add('idle (all cores)', ((idle ?? NaN) + (iowait ?? NaN)) * TICK_S);
+  add('busy (all cores)', ((user ?? NaN) + (nice ?? NaN) + (system ?? NaN)) * TICK_S);
   return out;
 }
 
@@ -150,7 +150,7 @@ export function place(placement: 'shared' | 'split', cs: Controller[]): void {
       run();
     }
   };
-  const rest = cpus().length > 2 ? `1-${cpus().length - 1}` : '1';
+  const rest = `1-${cpus().length - 1}`;
   for (const pid of markedPids()) {
     const part = partOf(pid);
     if (part) pin(pid, placement === 'shared' ? all : part === 'node agents' ? rest : '0');
